@@ -1,0 +1,611 @@
+//! Configuration: built-in defaults <- TOML file <- `VOTING_…` environment <- `OPTION_A`/`OPTION_B`.
+//!
+//! Every binary reads the same [`Config`], so one file can configure all services; only the
+//! default of `listen` differs per service. Unknown keys are errors. [`ConfigError`] names the
+//! key and where its value came from, and never carries a password.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::options::{Options, VoteOption};
+use crate::secret::SecretUrl;
+
+/// Prefix of the environment variables read as configuration (`__` separates nesting).
+pub const ENV_PREFIX: &str = "VOTING_";
+
+/// The deployable services; each has its own default listen address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Vote,
+    Result,
+    Worker,
+    Voting,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Vote => "vote",
+            Service::Result => "result",
+            Service::Worker => "worker",
+            Service::Voting => "voting",
+        }
+    }
+
+    /// Distinct ports, so every service can run on one host at once.
+    pub fn default_listen(self) -> SocketAddr {
+        let port = match self {
+            Service::Voting => 8081,
+            Service::Vote => 8082,
+            Service::Result => 8083,
+            Service::Worker => 8084,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+}
+
+/// Everything a service can be told. See the README's configuration table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the service's HTTP listener (the worker's serves health and metrics only).
+    pub listen: SocketAddr,
+    pub redis: RedisConfig,
+    pub postgres: PostgresConfig,
+    /// The poll's options, in display order.
+    pub options: Vec<VoteOption>,
+    /// The original app's `OPTION_A`: label of option `a`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option_a: Option<String>,
+    /// The original app's `OPTION_B`: label of option `b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option_b: Option<String>,
+    pub queue: QueueConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub vote: VoteConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: RedisUrl,
+    /// Multiplexed connections in the pool (each pipelines many requests).
+    pub pool_size: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: PostgresUrl,
+    pub pool_size: u32,
+}
+
+/// Names of the Redis keys that carry votes, and the bound on the backlog.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The stream votes are appended to.
+    pub stream: String,
+    /// The workers' consumer group.
+    pub group: String,
+    /// Where entries that can never be valid go, with the reason.
+    pub dead_letter: String,
+    /// The original app's list of JSON votes that the worker drains too; empty disables it.
+    pub legacy_list: String,
+    /// Refuse new votes (503) while the stream holds this many entries or more.
+    pub max_backlog: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client must send its request headers within this time.
+    pub header_timeout_ms: u64,
+    /// A client must send its request body within this time.
+    pub body_timeout_ms: u64,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Grace period for open requests on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteConfig {
+    /// Add `Secure` to the cookies (serve over HTTPS only).
+    pub secure_cookie: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Most stream entries taken (and applied in one transaction) at once.
+    pub batch_size: usize,
+    /// How long a read waits for new entries when the stream is empty.
+    pub block_ms: u64,
+    /// Entries pending this long on another consumer are claimed (its owner is presumed dead).
+    pub claim_idle_ms: u64,
+    /// How often to look for such entries.
+    pub claim_interval_ms: u64,
+    /// Consumer name in the group; empty means `<host>-<pid>-<random>`, unique per process.
+    pub consumer: String,
+}
+
+macro_rules! url_newtype {
+    ($name:ident, $what:literal, [$($scheme:literal),+]) => {
+        #[doc = concat!("A ", $what, " URL (scheme checked when the configuration is read).")]
+        #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(pub SecretUrl);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                let url = SecretUrl::new(s);
+                url.check_scheme(&[$($scheme),+])?;
+                Ok($name(url))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(u: $name) -> String {
+                u.0.expose().to_string()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+url_newtype!(RedisUrl, "Redis", ["redis", "rediss", "unix", "redis+unix"]);
+url_newtype!(PostgresUrl, "PostgreSQL", ["postgres", "postgresql"]);
+
+impl Config {
+    /// The built-in defaults for `service`.
+    pub fn defaults(service: Service) -> Config {
+        Config {
+            listen: service.default_listen(),
+            redis: RedisConfig {
+                url: RedisUrl(SecretUrl::new("redis://127.0.0.1:6379")),
+                pool_size: 4,
+            },
+            postgres: PostgresConfig {
+                url: PostgresUrl(SecretUrl::new(
+                    "postgres://postgres@127.0.0.1:5432/postgres",
+                )),
+                pool_size: 4,
+            },
+            options: Options::defaults(),
+            option_a: None,
+            option_b: None,
+            queue: QueueConfig {
+                stream: "ballots".into(),
+                group: "workers".into(),
+                dead_letter: "ballots:dead".into(),
+                legacy_list: "votes".into(),
+                max_backlog: 1_000_000,
+            },
+            http: HttpConfig {
+                max_connections: 10_000,
+                header_timeout_ms: 10_000,
+                body_timeout_ms: 10_000,
+                max_body_bytes: 4096,
+                shutdown_grace_ms: 10_000,
+            },
+            log: LogConfig {
+                format: LogFormat::Text,
+            },
+            vote: VoteConfig {
+                secure_cookie: false,
+            },
+            worker: WorkerConfig {
+                batch_size: 1000,
+                block_ms: 1000,
+                claim_idle_ms: 10_000,
+                claim_interval_ms: 5_000,
+                consumer: String::new(),
+            },
+        }
+    }
+
+    /// The layered sources for `service`: defaults, then the TOML file (if any), then the
+    /// process environment. Tests build their own figment on top of [`Config::defaults`].
+    pub fn figment(service: Service, file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::defaults(service)));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+            .merge(Env::raw().only(&["option_a", "option_b"]))
+    }
+
+    /// Reads and checks the configuration from `figment`.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::from_figment(figment, e))?;
+        config.checked(figment)
+    }
+
+    /// Reads the configuration the way a binary does: `file` (from `--config`, or else the
+    /// path in `VOTING_CONFIG`) must exist when given.
+    pub fn load(service: Service, file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let file = file.or_else(|| std::env::var_os("VOTING_CONFIG").map(PathBuf::from));
+        if let Some(path) = &file
+            && !path.is_file()
+        {
+            return Err(ConfigError {
+                key: "config".into(),
+                origin: format!("file {}", path.display()),
+                message: "no such file".into(),
+            });
+        }
+        Config::from_figment(&Config::figment(service, file.as_deref()))
+    }
+
+    fn checked(self, figment: &Figment) -> Result<Config, ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            key: key.to_string(),
+            origin: describe_source(figment, key),
+            message,
+        };
+        self.poll_options()
+            .map_err(|(key, message)| fail(key, message))?;
+        for (key, name) in [
+            ("queue.stream", &self.queue.stream),
+            ("queue.group", &self.queue.group),
+            ("queue.dead_letter", &self.queue.dead_letter),
+        ] {
+            if name.is_empty() {
+                return Err(fail(key, "must not be empty".into()));
+            }
+        }
+        let positive = [
+            ("redis.pool_size", self.redis.pool_size as u64),
+            ("postgres.pool_size", self.postgres.pool_size as u64),
+            ("queue.max_backlog", self.queue.max_backlog),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.max_body_bytes", self.http.max_body_bytes as u64),
+            ("http.header_timeout_ms", self.http.header_timeout_ms),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("worker.batch_size", self.worker.batch_size as u64),
+            ("worker.block_ms", self.worker.block_ms),
+            ("worker.claim_idle_ms", self.worker.claim_idle_ms),
+            ("worker.claim_interval_ms", self.worker.claim_interval_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(fail(key, "must be greater than 0".into()));
+            }
+        }
+        if self.worker.block_ms > 60_000 {
+            return Err(fail("worker.block_ms", "must be at most 60000".into()));
+        }
+        Ok(self)
+    }
+
+    /// The checked option list, with `option_a` / `option_b` applied as labels of `a` / `b`.
+    /// The error names the key at fault.
+    pub fn poll_options(&self) -> Result<Options, (&'static str, String)> {
+        let mut options = Options::new(self.options.clone()).map_err(|e| ("options", e))?;
+        for (key, name, label) in [
+            ("a", "option_a", &self.option_a),
+            ("b", "option_b", &self.option_b),
+        ] {
+            if let Some(label) = label {
+                options.relabel(key, label.clone()).map_err(|e| (name, e))?;
+            }
+        }
+        Ok(options)
+    }
+
+    /// The options; only call on a config from [`Config::from_figment`] (already checked).
+    pub fn options(&self) -> Options {
+        self.poll_options()
+            .expect("options were checked when the configuration was read")
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.header_timeout_ms)
+    }
+}
+
+/// A configuration that cannot be used: which key, where it came from, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{key}` (from {origin}): {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn from_figment(figment: &Figment, e: figment::Error) -> ConfigError {
+        let mut path = e.path.clone();
+        let message = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
+                "unknown key".to_string()
+            }
+            kind => kind.to_string(),
+        };
+        let key = if path.is_empty() {
+            "<root>".to_string()
+        } else {
+            path.join(".")
+        };
+        let source = match &e.metadata {
+            Some(md) if !matches!(e.kind, figment::error::Kind::UnknownField(..)) => {
+                describe_metadata(md, &path)
+            }
+            _ => describe_source(figment, &key),
+        };
+        ConfigError {
+            key,
+            origin: source,
+            message,
+        }
+    }
+}
+
+/// Where the value of `key` came from, for error messages.
+fn describe_source(figment: &Figment, key: &str) -> String {
+    let mut path: Vec<&str> = key.split('.').collect();
+    // Walk up until a key with known metadata is found (the value may be nested in a list).
+    while !path.is_empty() {
+        let joined = path.join(".");
+        if let Some(md) = figment.find_metadata(&joined) {
+            return describe_metadata(md, &path);
+        }
+        path.pop();
+    }
+    "unknown source".to_string()
+}
+
+fn describe_metadata<K: AsRef<str>>(md: &figment::Metadata, path: &[K]) -> String {
+    match &md.source {
+        Some(figment::Source::File(file)) => format!("file {}", file.display()),
+        _ if md.name.contains("environment") => {
+            let keys: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+            let prefix = if md.name.contains(ENV_PREFIX) {
+                ENV_PREFIX
+            } else {
+                ""
+            };
+            format!(
+                "environment variable {prefix}{}",
+                keys.join("__").to_uppercase()
+            )
+        }
+        _ if md.name.contains("Serialized") || md.name.contains("default") => {
+            "built-in default".to_string()
+        }
+        _ => md.name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail_file: Option<&str>) -> Result<Config, ConfigError> {
+        Config::from_figment(&Config::figment(Service::Vote, jail_file.map(Path::new)))
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        Jail::expect_with(|_| {
+            let c = load(None).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:8082");
+            assert_eq!(c.redis.url.0.expose(), "redis://127.0.0.1:6379");
+            assert_eq!(
+                c.postgres.url.0.expose(),
+                "postgres://postgres@127.0.0.1:5432/postgres"
+            );
+            assert_eq!(c.options().get("a").unwrap().label, "Cats");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn each_service_has_its_own_port() {
+        let ports: Vec<u16> = [
+            Service::Voting,
+            Service::Vote,
+            Service::Result,
+            Service::Worker,
+        ]
+        .iter()
+        .map(|s| Config::defaults(*s).listen.port())
+        .collect();
+        assert_eq!(ports, [8081, 8082, 8083, 8084]);
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "voting.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                [redis]
+                url = "redis://cache:6380"
+                [[options]]
+                key = "tabs"
+                label = "Tabs"
+                [[options]]
+                key = "spaces"
+                label = "Spaces"
+                "#,
+            )?;
+            jail.set_env("VOTING_REDIS__URL", "redis://other:6381");
+            jail.set_env("VOTING_WORKER__BATCH_SIZE", "50");
+            let c = load(Some("voting.toml")).unwrap();
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.redis.url.0.expose(), "redis://other:6381");
+            assert_eq!(c.worker.batch_size, 50);
+            let keys: Vec<_> = c.options().iter().map(|o| o.key.to_string()).collect();
+            assert_eq!(keys, ["tabs", "spaces"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn option_a_and_b_relabel() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OPTION_A", "Tea");
+            jail.set_env("OPTION_B", "Coffee");
+            let c = load(None).unwrap();
+            let labels: Vec<_> = c.options().iter().map(|o| o.label.clone()).collect();
+            assert_eq!(labels, ["Tea", "Coffee"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn option_a_without_key_a_names_option_a() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "v.toml",
+                "options = [{ key = \"x\", label = \"X\" }, { key = \"y\", label = \"Y\" }]",
+            )?;
+            jail.set_env("OPTION_A", "Tea");
+            let e = load(Some("v.toml")).unwrap_err();
+            assert_eq!(e.key, "option_a");
+            assert!(e.origin.contains("OPTION_A"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named_with_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("v.toml", "[redis]\nurl = \"redis://x\"\npoolsize = 3\n")?;
+            let e = load(Some("v.toml")).unwrap_err();
+            assert_eq!(e.key, "redis.poolsize");
+            assert_eq!(e.message, "unknown key");
+            assert!(e.origin.contains("v.toml"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_top_level_env_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_LISTN", "127.0.0.1:1");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "listn");
+            assert!(e.origin.contains("VOTING_LISTN"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_value_names_key_and_env_var() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_LISTEN", "not-an-address");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "listen");
+            assert!(e.origin.contains("VOTING_LISTEN"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_type_in_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("v.toml", "[worker]\nbatch_size = \"many\"\n")?;
+            let e = load(Some("v.toml")).unwrap_err();
+            assert_eq!(e.key, "worker.batch_size");
+            assert!(e.origin.contains("v.toml"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_url_scheme_and_secret_stays_secret() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_POSTGRES__URL", "mysql://root:hunter2@db/x");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "postgres.url");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_POSTGRES__URL", "postgres://app:hunter2@db/x");
+            jail.set_env("VOTING_REDIS__URL", "redis://:s3cret@cache:6379");
+            let c = load(None).unwrap();
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("s3cret"),
+                "{shown}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_batch_size_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_WORKER__BATCH_SIZE", "0");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "worker.batch_size");
+            assert!(e.origin.contains("VOTING_WORKER__BATCH_SIZE"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_options_list() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "v.toml",
+                "options = [{ key = \"Bad Key\", label = \"X\" }, { key = \"y\", label = \"Y\" }]",
+            )?;
+            let e = load(Some("v.toml")).unwrap_err();
+            assert!(e.key.starts_with("options"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,260 @@
+//! Serving HTTP/1.1 with hyper: a connection cap, header and body timeouts, a body size limit,
+//! and graceful shutdown (stop accepting, let open requests finish within a grace period).
+//! Plus the few response helpers the routers share.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::config::HttpConfig;
+
+pub type Body = Full<Bytes>;
+pub type Resp = Response<Body>;
+
+/// Limits applied to every connection and request.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl From<&HttpConfig> for Limits {
+    fn from(c: &HttpConfig) -> Limits {
+        Limits {
+            max_connections: c.max_connections,
+            header_timeout: Duration::from_millis(c.header_timeout_ms),
+            body_timeout: Duration::from_millis(c.body_timeout_ms),
+            max_body_bytes: c.max_body_bytes,
+            shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+        }
+    }
+}
+
+/// What a handler learns about the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+}
+
+/// Serves `handler` on `listener` until `shutdown` completes, then drains.
+///
+/// Connections past `max_connections` wait in the listen backlog. Connections are served with
+/// upgrades enabled (the result service's WebSocket), and a header read timeout cuts off
+/// clients that never finish their headers.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a clone; when all are dropped, the drain is over.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let mut stop_rx = stop_rx.clone();
+        let done_tx = done_tx.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _done = done_tx;
+            let peer = Peer { addr };
+            let service = hyper::service::service_fn(move |req| {
+                let fut = handler(req, peer);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { stop_rx.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %addr, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(limits.shutdown_grace, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the grace period");
+    }
+    Ok(())
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body over {0} bytes")]
+    TooLarge(usize),
+    #[error("request body not received in time")]
+    Timeout,
+    #[error("request body could not be read")]
+    Read,
+}
+
+impl BodyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads the whole body, refusing more than `limits.max_body_bytes` (checked against
+/// `Content-Length` first, then while reading) or a body slower than `limits.body_timeout`.
+pub async fn read_body(req: Request<Incoming>, limits: &Limits) -> Result<Bytes, BodyError> {
+    let max = limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let collect = Limited::new(req.into_body(), max).collect();
+    match tokio::time::timeout(limits.body_timeout, collect).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Ok(Err(_)) => Err(BodyError::Read),
+    }
+}
+
+/// The media type of a request, lowercased and without parameters.
+pub fn content_type(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// A response with a body and a content type.
+pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A plain-text answer, one line.
+pub fn text(status: StatusCode, message: impl Into<String>) -> Resp {
+    let mut body = message.into();
+    body.push('\n');
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Resp {
+    let body = serde_json::to_vec(value).expect("our response types always serialize");
+    respond(status, "application/json", body)
+}
+
+pub fn html(status: StatusCode, body: String) -> Resp {
+    respond(status, "text/html; charset=utf-8", body)
+}
+
+pub fn not_found() -> Resp {
+    text(StatusCode::NOT_FOUND, "not found")
+}
+
+/// 405 with the `Allow` header listing what the path accepts.
+pub fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut resp = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// Prometheus text.
+pub fn metrics(body: String) -> Resp {
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        body,
+    )
+}
+
+/// `/readyz`: 200 "ready", or 503 naming what is down.
+pub fn readiness(problems: &[String]) -> Resp {
+    if problems.is_empty() {
+        text(StatusCode::OK, "ready")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", problems.join("; ")),
+        )
+    }
+}
+
+/// Headers every page and answer carries.
+pub fn harden(resp: &mut Resp) {
+    let h = resp.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+             img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+}

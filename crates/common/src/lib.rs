@@ -1,0 +1,34 @@
+//! Shared parts of the voting services.
+//!
+//! # Layout
+//! - [`config`]: the one configuration struct every binary reads (figment: defaults, TOML
+//!   file, `VOTING_…` environment, `OPTION_A`/`OPTION_B`), with errors that name the key.
+//! - [`options`], [`voter`]: the domain newtypes (`OptionKey`, `Options`, `VoterId`); their
+//!   `parse` functions are the only ways in.
+//! - [`secret`]: URLs whose password never prints.
+//! - [`queue`]: the names and field layout of the Redis stream shared by vote and worker.
+//! - [`pools`]: bb8 pools for Redis and PostgreSQL.
+//! - [`schema`]: the embedded, idempotent SQL schema, applied under an advisory lock.
+//! - [`http`]: serving hyper connections with limits and graceful shutdown, plus small
+//!   response helpers.
+//! - [`metrics`]: Prometheus text exposition for plain atomic counters.
+//! - [`telemetry`]: tracing setup (text or JSON).
+//! - [`service`]: what every `main.rs` does (arguments, config, exit code 2, signals).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod options;
+pub mod pools;
+pub mod queue;
+pub mod schema;
+pub mod secret;
+pub mod service;
+pub mod telemetry;
+pub mod voter;
+
+/// The name of the host serving a page (a container's id under Docker).
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}

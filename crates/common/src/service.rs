@@ -1,0 +1,121 @@
+//! What every binary's `main` does: read arguments and configuration (exit code 2 when they
+//! are bad), set up logging, bind the listener, and run until SIGTERM or ctrl-c.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Service};
+
+/// Exit code for a bad command line or configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// The command line every service accepts: `[--config PATH]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    pub config: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+        let mut parsed = Args::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--config" | "-c" => {
+                    let path = args.next().ok_or("--config needs a path")?;
+                    parsed.config = Some(PathBuf::from(path));
+                }
+                s if s.starts_with("--config=") => {
+                    parsed.config = Some(PathBuf::from(&s["--config=".len()..]));
+                }
+                other => {
+                    return Err(format!(
+                        "unknown argument {other:?}; usage: [--config PATH]"
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Runs `service` the way its binary does. `run` gets the checked configuration, the bound
+/// listener and a future that completes on SIGTERM or ctrl-c.
+pub fn main<F, Fut>(service: Service, run: F) -> ExitCode
+where
+    F: FnOnce(Config, TcpListener, ShutdownSignal) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let name = service.name();
+    let config = match Args::parse(std::env::args().skip(1))
+        .map_err(|e| format!("invalid command line: {e}"))
+        .and_then(|args| Config::load(service, args.config).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::telemetry::init(config.log.format);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
+    let result = runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        tracing::info!(service = name, listen = %listener.local_addr()?, "listening");
+        run(config, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(service = name, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(service = name, error = format!("{e:#}"), "failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Completes on SIGTERM (what Kubernetes and Docker send) or SIGINT (ctrl-c).
+pub fn shutdown_signal() -> ShutdownSignal {
+    Box::pin(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        Args::parse(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_config_flag() {
+        assert_eq!(args(&[]).unwrap(), Args::default());
+        assert_eq!(
+            args(&["--config", "x.toml"]).unwrap().config,
+            Some("x.toml".into())
+        );
+        assert_eq!(
+            args(&["--config=y.toml"]).unwrap().config,
+            Some("y.toml".into())
+        );
+        assert!(args(&["--config"]).is_err());
+        assert!(args(&["--verbose"]).unwrap_err().contains("--verbose"));
+    }
+}
