@@ -421,6 +421,7 @@ fn describe_metadata<K: AsRef<str>>(md: &figment::Metadata, path: &[K]) -> Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
     use super::*;
     use figment::Jail;

@@ -1,0 +1,119 @@
+//! Locating server binaries on `PATH` (and in Debian's PostgreSQL layout).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// PostgreSQL programs that Debian/Ubuntu keep out of `PATH`, under
+/// `/usr/lib/postgresql/<version>/bin`.
+const POSTGRES_BINARIES: &[&str] = &["initdb", "postgres", "pg_ctl", "pg_isready"];
+
+/// Where Debian/Ubuntu install versioned PostgreSQL server binaries.
+const POSTGRES_LIB_DIR: &str = "/usr/lib/postgresql";
+
+/// Finds the executable `name`.
+///
+/// Searches every directory of `PATH` in order. For the PostgreSQL server
+/// programs (`initdb`, `postgres`, `pg_ctl`, `pg_isready`) it then also looks
+/// in `/usr/lib/postgresql/*/bin`, highest version first.
+///
+/// # Errors
+///
+/// When the binary is nowhere to be found; the message names the package to
+/// install, e.g. `redis-server not found on PATH: install it (apt-get install
+/// redis-server, or nix develop)`.
+pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        let candidate = dir.join(name);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+
+    let is_postgres = POSTGRES_BINARIES.contains(&name);
+    if is_postgres {
+        for dir in postgres_bin_dirs() {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+
+    let package = package_for(name);
+    let searched = if is_postgres {
+        format!("on PATH or in {POSTGRES_LIB_DIR}/*/bin")
+    } else {
+        "on PATH".to_owned()
+    };
+    anyhow::bail!(
+        "{name} not found {searched}: install it (apt-get install {package}, or nix develop)"
+    )
+}
+
+/// The Debian package that provides the program `name`.
+fn package_for(name: &str) -> &str {
+    match name {
+        "redis-server" => "redis-server",
+        "redis-cli" => "redis-tools",
+        n if POSTGRES_BINARIES.contains(&n) || n == "psql" => "postgresql",
+        other => other,
+    }
+}
+
+/// `/usr/lib/postgresql/<version>/bin` directories, highest version first.
+fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(POSTGRES_LIB_DIR) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<(Vec<u64>, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let key = name
+                .split('.')
+                .map(str::parse::<u64>)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            Some((key, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// Whether `path` is a regular file (following symlinks) with an execute bit.
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_names_package() {
+        let err = find_binary("definitely-not-a-binary-xyz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("definitely-not-a-binary-xyz not found on PATH"),
+            "{err}"
+        );
+        assert!(
+            err.contains("apt-get install definitely-not-a-binary-xyz"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn packages() {
+        assert_eq!(package_for("initdb"), "postgresql");
+        assert_eq!(package_for("pg_isready"), "postgresql");
+        assert_eq!(package_for("redis-server"), "redis-server");
+        assert_eq!(package_for("redis-cli"), "redis-tools");
+    }
+}

@@ -1,0 +1,84 @@
+//! Dev-only helpers for integration tests: throwaway real servers.
+//!
+//! [`Redis`] and [`Postgres`] each start a private server process on a free
+//! port inside its own temporary directory and stop it when dropped, so tests
+//! running in parallel threads or processes never share state.
+//!
+//! The binaries are located with [`find_binary`]; when one is missing the
+//! error says which package to install.
+//!
+//! All files live under [`std::env::temp_dir`], so `TMPDIR` chooses where:
+//! `TMPDIR=/dev/shm` (tmpfs) makes PostgreSQL clusters, which are copies of
+//! a ~1000-file template, much faster to create on slow disks.
+//!
+//! Servers are stopped by `Drop`; a test process that aborts (or is killed)
+//! without unwinding leaves its servers running.
+
+#![forbid(unsafe_code)]
+
+mod binary;
+mod postgres;
+mod process;
+mod redis;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::{Mutex, Once};
+
+pub use binary::find_binary;
+pub use postgres::Postgres;
+pub use redis::Redis;
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// The port is found by binding `127.0.0.1:0` and reading the port the
+/// kernel picked. Within one process the same port is never handed out twice,
+/// which keeps parallel tests of one binary from racing for it.
+///
+/// # Panics
+///
+/// Panics if no port can be bound on the loopback interface.
+#[must_use]
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+    let mut last = 0;
+    for _ in 0..100 {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("cannot read the local address of a listener: {e}"))
+            .port();
+        drop(listener);
+        last = port;
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+    last
+}
+
+/// Installs a `tracing` subscriber for test output, but only when the
+/// environment variable `TEST_LOG` is set.
+///
+/// The filter comes from `RUST_LOG` and defaults to `info`. Output goes
+/// through the test harness's capture. Safe to call any number of times, from
+/// any thread; only the first call has an effect.
+pub fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_none() {
+            return;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Another subscriber may already be installed (e.g. by the test
+        // itself); that is fine, keep it.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}

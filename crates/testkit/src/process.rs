@@ -1,0 +1,195 @@
+//! Small helpers for child processes: log files, signals, waiting, users.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why launching a server failed: port collisions are worth retrying on
+/// another port, anything else is not.
+pub(crate) enum LaunchError {
+    PortInUse(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl LaunchError {
+    /// Classifies a startup failure by what the server just logged.
+    pub(crate) fn from_log(error: anyhow::Error, new_log: &str) -> Self {
+        if new_log.contains("Address already in use") {
+            Self::PortInUse(error)
+        } else {
+            Self::Failed(error)
+        }
+    }
+
+    pub(crate) fn into_inner(self) -> anyhow::Error {
+        match self {
+            Self::PortInUse(e) | Self::Failed(e) => e,
+        }
+    }
+}
+
+/// How many bytes at the end of a log file an error message shows.
+const LOG_TAIL_BYTES: u64 = 4096;
+
+/// Opens `path` for appending (creating it) and returns it twice, for a
+/// child's stdout and stderr.
+pub(crate) fn log_stdio(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
+    let clone = file.try_clone()?;
+    Ok((Stdio::from(file), Stdio::from(clone)))
+}
+
+/// The last few kilobytes of the log at `path`, for error messages.
+pub(crate) fn log_tail(path: &Path) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) if text.trim().is_empty() => format!("(log {} is empty)", path.display()),
+        Ok(text) => format!("--- tail of {} ---\n{}", path.display(), text.trim_end()),
+        Err(e) => format!("(cannot read log {}: {e})", path.display()),
+    }
+}
+
+/// The current length of the file at `path` (0 if it does not exist), to
+/// read only what a new process appends later with [`log_since`].
+pub(crate) fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Everything appended to the log at `path` after byte `offset`.
+pub(crate) fn log_since(path: &Path, offset: u64) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    read().unwrap_or_default()
+}
+
+/// Sends signal `name` (e.g. `"INT"`, `"QUIT"`) to `pid` with the `kill`
+/// command. Needs no unsafe code, unlike calling `kill(2)` directly.
+pub(crate) fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let output = Command::new("kill")
+        .arg("-s")
+        .arg(name)
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run `kill -s {name} {pid}`: {e}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`kill -s {name} {pid}` failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Polls `child` until it exits or `timeout` passes; `None` on timeout.
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            // The child was already reaped: treat it as gone.
+            Err(_) => return Some(ExitStatus::default()),
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills `child` with SIGKILL and reaps it, ignoring errors (it may be gone).
+pub(crate) fn kill_and_wait(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The effective uid of this process.
+pub(crate) fn current_uid() -> anyhow::Result<u32> {
+    // `/proc/self` is owned by the effective uid of the process looking at it.
+    if let Ok(meta) = std::fs::metadata("/proc/self") {
+        return Ok(meta.uid());
+    }
+    let output = Command::new("id")
+        .arg("-u")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run `id -u`: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("cannot parse `id -u` output {text:?}: {e}"))
+}
+
+/// Looks up `name` in `/etc/passwd`, returning its `(uid, gid)`.
+pub(crate) fn lookup_user(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| anyhow::anyhow!("cannot read /etc/passwd: {e}"))?;
+    Ok(parse_passwd(&passwd, name))
+}
+
+/// Finds `name` in the text of a passwd file.
+fn parse_passwd(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_passwd() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n\
+                    postgres:x:101:104:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash\n";
+        assert_eq!(parse_passwd(text, "postgres"), Some((101, 104)));
+        assert_eq!(parse_passwd(text, "root"), Some((0, 0)));
+        assert_eq!(parse_passwd(text, "post"), None);
+    }
+
+    #[test]
+    fn port_collisions_are_recognised() {
+        let log = "could not bind IPv4 address \"127.0.0.1\": Address already in use";
+        assert!(matches!(
+            LaunchError::from_log(anyhow::anyhow!("x"), log),
+            LaunchError::PortInUse(_)
+        ));
+        assert!(matches!(
+            LaunchError::from_log(anyhow::anyhow!("x"), "FATAL: something else"),
+            LaunchError::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn tail_of_missing_log() {
+        let tail = log_tail(Path::new("/definitely/not/here.log"));
+        assert!(tail.contains("cannot read log"), "{tail}");
+    }
+}

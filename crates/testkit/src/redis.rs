@@ -1,0 +1,184 @@
+//! A throwaway `redis-server` with append-only persistence in a temp dir.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tempfile::TempDir;
+
+use crate::process::{LaunchError, kill_and_wait, log_len, log_since, log_stdio, log_tail};
+use crate::{find_binary, free_port};
+
+/// How long to wait for a fresh server to answer `PING`.
+const READY_DEADLINE: Duration = Duration::from_secs(10);
+/// Pause between readiness probes.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How many ports [`Redis::start`] tries when another process grabs its port.
+const START_ATTEMPTS: usize = 5;
+
+/// A private `redis-server` on 127.0.0.1 with its own temp dir.
+///
+/// Append-only persistence is on (`appendfsync everysec`), RDB snapshots off.
+/// The server is killed (SIGKILL) and its directory removed on drop.
+#[derive(Debug)]
+pub struct Redis {
+    child: Option<Child>,
+    port: u16,
+    binary: PathBuf,
+    log: PathBuf,
+    dir: TempDir,
+}
+
+impl Redis {
+    /// Starts a server on a free port and waits until it answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// When `redis-server` is not installed, or does not become ready within
+    /// 10 s (the error includes the end of its log).
+    pub fn start() -> anyhow::Result<Redis> {
+        let binary = find_binary("redis-server")?;
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-redis-")
+            .tempdir()
+            .context("cannot create a temp dir for redis")?;
+        let log = dir.path().join("redis.log");
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            binary,
+            log,
+            dir,
+        };
+        let mut attempt = 1;
+        loop {
+            match redis.launch() {
+                Ok(()) => return Ok(redis),
+                Err(LaunchError::PortInUse(e)) if attempt < START_ATTEMPTS => {
+                    tracing::debug!(port = redis.port, "redis port taken, retrying: {e:#}");
+                    redis.port = free_port();
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into_inner()),
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port the server listens on.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL and waits for it to exit. Does nothing
+    /// if it is not running. Writes not yet fsynced to the append-only file
+    /// may be lost, as in a real crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            tracing::debug!(port = self.port, "killing redis");
+            kill_and_wait(&mut child);
+        }
+    }
+
+    /// Starts the server again on the same port and directory (so the
+    /// append-only file is replayed) and waits until it answers `PING`.
+    /// A running server is killed first.
+    ///
+    /// # Errors
+    ///
+    /// When the server does not become ready within 10 s, e.g. because
+    /// another process took the port meanwhile.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.launch().map_err(LaunchError::into_inner)
+    }
+
+    /// Spawns `redis-server` on `self.port` and waits for `PING`.
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let failed = |e: anyhow::Error| LaunchError::Failed(e);
+        let offset = log_len(&self.log);
+        let (stdout, stderr) = log_stdio(&self.log).map_err(failed)?;
+        let port = self.port.to_string();
+        let mut child = Command::new(&self.binary)
+            .arg("--port")
+            .arg(&port)
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--appendonly", "yes"])
+            .args(["--appendfsync", "everysec"])
+            .args(["--save", ""])
+            .args(["--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("cannot spawn {}", self.binary.display()))
+            .map_err(failed)?;
+        tracing::debug!(port = self.port, pid = child.id(), dir = %self.dir.path().display(), "started redis");
+
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let error = anyhow::anyhow!(
+                    "redis-server on port {} exited during startup ({status})\n{}",
+                    self.port,
+                    log_tail(&self.log)
+                );
+                return Err(LaunchError::from_log(error, &log_since(&self.log, offset)));
+            }
+            if ping(self.port) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                kill_and_wait(&mut child);
+                return Err(failed(anyhow::anyhow!(
+                    "redis-server on port {} did not answer PING within {READY_DEADLINE:?}\n{}",
+                    self.port,
+                    log_tail(&self.log)
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a server on 127.0.0.1:`port` answers `PING` with `+PONG`
+/// (a server still loading its data answers `-LOADING` instead).
+fn ping(port: u16) -> bool {
+    let probe = || -> std::io::Result<bool> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        let mut reply = Vec::new();
+        let mut buf = [0_u8; 64];
+        while !reply.ends_with(b"\r\n") && reply.len() < 1024 {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        Ok(reply.starts_with(b"+PONG\r\n"))
+    };
+    probe().unwrap_or(false)
+}

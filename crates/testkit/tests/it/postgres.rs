@@ -1,0 +1,126 @@
+//! `Postgres`: startup, databases, crash and restart, isolation, drop.
+
+use std::net::TcpStream;
+
+use testkit::Postgres;
+use tokio_postgres::{Client, NoTls};
+
+/// Connects to `url`, driving the connection on a background task.
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn create_database_gives_a_usable_url() {
+    testkit::init_logging();
+    let pg = Postgres::start().unwrap();
+    assert_eq!(
+        pg.url(),
+        format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port())
+    );
+
+    let url = pg.create_database().await.unwrap();
+    let other = pg.create_database().await.unwrap();
+    assert_ne!(url, other);
+    assert!(
+        url.starts_with(&format!("postgres://postgres@127.0.0.1:{}/t_", pg.port())),
+        "{url}"
+    );
+
+    let client = connect(&url).await;
+    let row = client.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    let name: String = client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(url.ends_with(&format!("/{name}")), "{url} vs {name}");
+}
+
+#[tokio::test]
+async fn stop_immediate_then_start_again_keeps_committed_data() {
+    testkit::init_logging();
+    let mut pg = Postgres::start().unwrap();
+    let port = pg.port();
+    let url = pg.create_database().await.unwrap();
+    {
+        let client = connect(&url).await;
+        // The server runs with synchronous_commit=off; ask for a real commit
+        // so the row is in the WAL before the "crash".
+        client
+            .batch_execute(
+                "SET synchronous_commit = on;
+                 CREATE TABLE t (v text);
+                 INSERT INTO t VALUES ('kept');",
+            )
+            .await
+            .unwrap();
+    }
+
+    pg.stop_immediate().unwrap();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    pg.stop_immediate().unwrap(); // idempotent
+
+    pg.start_again().unwrap();
+    assert_eq!(pg.port(), port);
+    assert!(pg.start_again().is_err(), "already running");
+
+    let client = connect(&url).await;
+    let v: String = client
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "kept");
+}
+
+#[test]
+fn parallel_instances_are_independent() {
+    testkit::init_logging();
+    let servers: Vec<Postgres> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3).map(|_| scope.spawn(Postgres::start)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (i, pg) in servers.iter().enumerate() {
+            let client = connect(&pg.url()).await;
+            client
+                .batch_execute(&format!("CREATE TABLE only_here_{i} ()"))
+                .await
+                .unwrap();
+        }
+        for (i, pg) in servers.iter().enumerate() {
+            let client = connect(&pg.url()).await;
+            let count: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'only_here_%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(count, 1, "server {i}");
+        }
+    });
+}
+
+#[test]
+fn drop_stops_the_server() {
+    testkit::init_logging();
+    let pg = Postgres::start().unwrap();
+    let port = pg.port();
+    drop(pg);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}

@@ -1,0 +1,235 @@
+//! Parsing what a client sends. Each function returns a one-line reason on failure; nothing
+//! here touches Redis.
+
+use http::HeaderMap;
+use http::header::{COOKIE, HOST, ORIGIN};
+use percent_encoding::percent_decode;
+use serde::Deserialize;
+
+/// Why a vote request was refused as malformed (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("the form has no `vote` field")]
+    MissingVote,
+    #[error("the form has more than one `vote` field")]
+    RepeatedVote,
+    #[error("no option was chosen")]
+    EmptyVote,
+    #[error("the body is not valid UTF-8")]
+    NotUtf8,
+    #[error("the body is not a JSON object {{\"vote\": \"<option key>\"}}: {0}")]
+    BadJson(String),
+}
+
+/// The `vote` field of an `application/x-www-form-urlencoded` body. Other fields are ignored.
+pub fn form_vote(body: &[u8]) -> Result<String, InputError> {
+    let body = std::str::from_utf8(body).map_err(|_| InputError::NotUtf8)?;
+    let mut vote = None;
+    for pair in body.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(name)? != "vote" {
+            continue;
+        }
+        if vote.is_some() {
+            return Err(InputError::RepeatedVote);
+        }
+        vote = Some(decode(value)?);
+    }
+    let vote = vote.ok_or(InputError::MissingVote)?;
+    if vote.is_empty() {
+        return Err(InputError::EmptyVote);
+    }
+    Ok(vote)
+}
+
+fn decode(s: &str) -> Result<String, InputError> {
+    let plus_as_space = s.replace('+', " ");
+    percent_decode(plus_as_space.as_bytes())
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| InputError::NotUtf8)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonVote {
+    vote: String,
+}
+
+/// The option key of a JSON body `{"vote": "a"}`.
+pub fn json_vote(body: &[u8]) -> Result<String, InputError> {
+    let parsed: JsonVote = serde_json::from_slice(body).map_err(|e| {
+        // serde_json's messages carry no input text beyond a short excerpt; keep line and column.
+        InputError::BadJson(e.to_string())
+    })?;
+    if parsed.vote.is_empty() {
+        return Err(InputError::EmptyVote);
+    }
+    Ok(parsed.vote)
+}
+
+/// The value of cookie `name`, from any `Cookie` header.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Whether a browser says this request comes from another site: `Sec-Fetch-Site: cross-site`,
+/// or an `Origin` whose host differs from the `Host` the request was sent to (`Origin: null`,
+/// sent by sandboxed documents, counts as foreign). Requests with neither header (curl,
+/// scripts) are not browsers' cross-site requests.
+pub fn is_cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site.eq_ignore_ascii_case("cross-site")
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return true;
+    };
+    let Some(origin_host) = origin.split_once("://").map(|(_, rest)| rest) else {
+        return true; // "null" or garbage
+    };
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    same_host(origin_host, host)
+        .map(|same| !same)
+        .unwrap_or(true)
+}
+
+/// Compares `host[:port]` of an origin with a `Host` header; a `Host` without a port (a proxy
+/// that passes `$host`) matches on the name alone.
+fn same_host(origin: &str, host: &str) -> Option<bool> {
+    if host.is_empty() {
+        return None;
+    }
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    if origin == host {
+        return Some(true);
+    }
+    let name = |s: &str| -> String {
+        if s.starts_with('[') {
+            s.split_inclusive(']').next().unwrap_or(s).to_string()
+        } else {
+            s.split(':').next().unwrap_or(s).to_string()
+        }
+    };
+    let host_has_port = if host.starts_with('[') {
+        host.contains("]:")
+    } else {
+        host.contains(':')
+    };
+    Some(!host_has_port && name(&origin) == host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    #[test]
+    fn form_fields() {
+        assert_eq!(form_vote(b"vote=a"), Ok("a".into()));
+        assert_eq!(form_vote(b"x=1&vote=b&y=2"), Ok("b".into()));
+        assert_eq!(form_vote(b"vote=with+space%21"), Ok("with space!".into()));
+        assert_eq!(form_vote(b""), Err(InputError::MissingVote));
+        assert_eq!(form_vote(b"vote="), Err(InputError::EmptyVote));
+        assert_eq!(form_vote(b"vote"), Err(InputError::EmptyVote));
+        assert_eq!(form_vote(b"vote=a&vote=b"), Err(InputError::RepeatedVote));
+        assert_eq!(form_vote(b"vote=%ff"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"vote=\xff"), Err(InputError::NotUtf8));
+    }
+
+    #[test]
+    fn json_bodies() {
+        assert_eq!(json_vote(br#"{"vote":"a"}"#), Ok("a".into()));
+        assert_eq!(json_vote(br#"{"vote":""}"#), Err(InputError::EmptyVote));
+        assert!(matches!(
+            json_vote(br#"{"vote":1}"#),
+            Err(InputError::BadJson(_))
+        ));
+        assert!(matches!(
+            json_vote(br#"{"vote":"a","x":1}"#),
+            Err(InputError::BadJson(_))
+        ));
+        assert!(matches!(json_vote(b"vote=a"), Err(InputError::BadJson(_))));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cookies() {
+        let h = headers(&[("cookie", "a=1; voter_id=abc"), ("cookie", "b=2")]);
+        assert_eq!(cookie(&h, "voter_id"), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "voter"), None);
+    }
+
+    #[test]
+    fn cross_site_detection() {
+        assert!(!is_cross_site(&headers(&[])));
+        assert!(is_cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!is_cross_site(&headers(&[(
+            "sec-fetch-site",
+            "same-origin"
+        )])));
+        let same = headers(&[
+            ("origin", "http://localhost:8081"),
+            ("host", "localhost:8081"),
+        ]);
+        assert!(!is_cross_site(&same));
+        let proxied = headers(&[("origin", "http://localhost:8081"), ("host", "localhost")]);
+        assert!(!is_cross_site(&proxied));
+        let foreign = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "localhost:8081"),
+        ]);
+        assert!(is_cross_site(&foreign));
+        let other_port = headers(&[
+            ("origin", "http://localhost:9999"),
+            ("host", "localhost:8081"),
+        ]);
+        assert!(is_cross_site(&other_port));
+        assert!(is_cross_site(&headers(&[
+            ("origin", "null"),
+            ("host", "localhost")
+        ])));
+    }
+
+    proptest! {
+        #[test]
+        fn form_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = form_vote(&body);
+        }
+
+        #[test]
+        fn form_value_round_trips(value in "\\PC{1,40}") {
+            let encoded: String = percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC).to_string();
+            prop_assert_eq!(form_vote(format!("vote={encoded}").as_bytes()), Ok(value));
+        }
+
+        #[test]
+        fn json_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = json_vote(&body);
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The vote service's router.
+//!
+//! | method     | path              | answer |
+//! |------------|-------------------|--------|
+//! | GET, HEAD  | `/`               | the voting page |
+//! | POST       | `/`               | form `vote=<key>`: queue it, `303` back to the page |
+//! | POST       | `/api/vote`       | JSON `{"vote":"<key>"}`: queue it, `202` with voter and ballot ids |
+//! | GET, HEAD  | `/static/style.css` | the stylesheet |
+//! | GET        | `/healthz`        | `200` while the process serves |
+//! | GET        | `/readyz`         | `200` when Redis answers, else `503` naming why |
+//! | GET        | `/metrics`        | Prometheus text |
+//!
+//! Anything else is `404`, or `405` with `Allow` on a known path. Every answer that refuses a
+//! vote queues nothing.
+
+use std::sync::Arc;
+
+use ::http::header::{self, HeaderValue};
+use ::http::{Method, Request, StatusCode};
+use askama::Template;
+use common::config::Config;
+use common::http::{self as web, Limits, Resp, read_body};
+use common::metrics::{Counter, Exposition};
+use common::options::{OptionKey, Options};
+use common::voter::VoterId;
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::input::{self, InputError};
+use crate::page::{STYLE_CSS, VotePage};
+use crate::queue::{Queue, QueueError};
+
+/// Cookie naming the voter (32 lowercase hex characters).
+pub const VOTER_COOKIE: &str = "voter_id";
+/// Cookie remembering the voter's last queued choice, so the page can mark it.
+pub const CHOICE_COOKIE: &str = "vote_choice";
+const COOKIE_MAX_AGE: u32 = 365 * 24 * 3600;
+
+/// Everything the handlers share.
+pub struct State {
+    options: Options,
+    queue: Queue,
+    hostname: String,
+    limits: Limits,
+    secure_cookie: bool,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Metrics {
+    accepted: Counter,
+    pages: Counter,
+    refused_bad_request: Counter,
+    refused_too_large: Counter,
+    refused_media_type: Counter,
+    refused_cross_site: Counter,
+    refused_timeout: Counter,
+    refused_queue_full: Counter,
+    refused_queue_down: Counter,
+}
+
+impl State {
+    pub fn new(config: &Config) -> anyhow::Result<State> {
+        Ok(State {
+            options: config.options(),
+            queue: Queue::new(config)?,
+            hostname: common::host_name(),
+            limits: Limits::from(&config.http),
+            secure_cookie: config.vote.secure_cookie,
+            metrics: Metrics::default(),
+        })
+    }
+}
+
+/// Routes one request.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
+    let mut resp = route(&state, req).await;
+    web::harden(&mut resp);
+    resp
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    match (req.uri().path(), method) {
+        ("/", Method::GET | Method::HEAD) => page(state, &req),
+        ("/", Method::POST) => form_vote(state, req).await,
+        ("/", _) => web::method_not_allowed("GET, HEAD, POST"),
+        ("/api/vote", Method::POST) => api_vote(state, req).await,
+        ("/api/vote", _) => web::method_not_allowed("POST"),
+        ("/static/style.css", Method::GET | Method::HEAD) => {
+            let mut resp = web::respond(StatusCode::OK, "text/css; charset=utf-8", STYLE_CSS);
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            resp
+        }
+        ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
+        ("/readyz", Method::GET | Method::HEAD) => readyz(state).await,
+        ("/metrics", Method::GET) => web::metrics(metrics(state)),
+        ("/static/style.css" | "/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
+        ("/metrics", _) => web::method_not_allowed("GET"),
+        _ => web::not_found(),
+    }
+}
+
+/// Why a vote was refused; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{0}")]
+    Input(#[from] InputError),
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error(transparent)]
+    Body(#[from] web::BodyError),
+    #[error("expected Content-Type {0}")]
+    MediaType(&'static str),
+    #[error("cross-site vote refused")]
+    CrossSite,
+    #[error("your vote was not recorded: {0}; please try again")]
+    Queue(#[from] QueueError),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Input(_) | Refusal::UnknownOption(_) => StatusCode::BAD_REQUEST,
+            Refusal::Body(e) => e.status(),
+            Refusal::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::CrossSite => StatusCode::FORBIDDEN,
+            Refusal::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn count(&self, m: &Metrics) {
+        let counter = match self {
+            Refusal::Input(_) | Refusal::UnknownOption(_) => &m.refused_bad_request,
+            Refusal::Body(web::BodyError::TooLarge(_)) => &m.refused_too_large,
+            Refusal::Body(web::BodyError::Timeout) => &m.refused_timeout,
+            Refusal::Body(web::BodyError::Read) => &m.refused_bad_request,
+            Refusal::MediaType(_) => &m.refused_media_type,
+            Refusal::CrossSite => &m.refused_cross_site,
+            Refusal::Queue(QueueError::Full) => &m.refused_queue_full,
+            Refusal::Queue(QueueError::Unavailable(_)) => &m.refused_queue_down,
+        };
+        counter.inc();
+        if let Refusal::Queue(QueueError::Unavailable(e)) = self {
+            tracing::warn!(error = format!("{e:#}"), "vote not queued");
+        }
+    }
+}
+
+/// A queued vote.
+struct Accepted {
+    voter: VoterId,
+    key: OptionKey,
+    ballot: common::queue::EntryId,
+}
+
+/// The checks and the append shared by the form and the JSON endpoint.
+async fn accept(
+    state: &State,
+    req: Request<Incoming>,
+    media_type: &'static str,
+    parse: fn(&[u8]) -> Result<String, InputError>,
+) -> Result<Accepted, Refusal> {
+    if input::is_cross_site(req.headers()) {
+        return Err(Refusal::CrossSite);
+    }
+    if web::content_type(&req).as_deref() != Some(media_type) {
+        return Err(Refusal::MediaType(media_type));
+    }
+    let voter = voter_of(&req).unwrap_or_else(VoterId::random);
+    let body = read_body(req, &state.limits).await?;
+    let raw = parse(&body)?;
+    let option = state.options.get(&raw).ok_or(Refusal::UnknownOption(raw))?;
+    let ballot = state.queue.append(&voter, &option.key).await?;
+    state.metrics.accepted.inc();
+    Ok(Accepted {
+        voter,
+        key: option.key.clone(),
+        ballot,
+    })
+}
+
+/// The voter of a request: a well-formed `voter_id` cookie, or none (a new id is issued).
+fn voter_of(req: &Request<Incoming>) -> Option<VoterId> {
+    input::cookie(req.headers(), VOTER_COOKIE).and_then(VoterId::parse)
+}
+
+fn page(state: &State, req: &Request<Incoming>) -> Resp {
+    state.metrics.pages.inc();
+    let chosen = input::cookie(req.headers(), CHOICE_COOKIE);
+    render(
+        VotePage::new(&state.options, chosen, &state.hostname),
+        StatusCode::OK,
+    )
+}
+
+fn render(page: VotePage<'_>, status: StatusCode) -> Resp {
+    match page.render() {
+        Ok(body) => {
+            let mut resp = web::html(status, body);
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rendering the vote page failed");
+            web::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+        }
+    }
+}
+
+async fn form_vote(state: &State, req: Request<Incoming>) -> Resp {
+    let choice = input::cookie(req.headers(), CHOICE_COOKIE).map(str::to_owned);
+    match accept(
+        state,
+        req,
+        "application/x-www-form-urlencoded",
+        input::form_vote,
+    )
+    .await
+    {
+        Ok(accepted) => {
+            let mut resp = web::text(StatusCode::SEE_OTHER, "vote queued");
+            resp.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("./"));
+            set_cookies(state, &mut resp, &accepted);
+            resp
+        }
+        Err(refusal) => {
+            refusal.count(&state.metrics);
+            let mut page = VotePage::new(&state.options, choice.as_deref(), &state.hostname);
+            page.error = Some(refusal.to_string());
+            render(page, refusal.status())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct VoteAnswer<'a> {
+    voter_id: &'a str,
+    vote: &'a str,
+    ballot: String,
+}
+
+async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
+    match accept(state, req, "application/json", input::json_vote).await {
+        Ok(accepted) => {
+            let answer = VoteAnswer {
+                voter_id: accepted.voter.as_str(),
+                vote: accepted.key.as_str(),
+                ballot: accepted.ballot.to_string(),
+            };
+            let mut resp = web::json(StatusCode::ACCEPTED, &answer);
+            set_cookies(state, &mut resp, &accepted);
+            resp
+        }
+        Err(refusal) => {
+            refusal.count(&state.metrics);
+            let mut resp = web::json(
+                refusal.status(),
+                &serde_json::json!({ "error": refusal.to_string() }),
+            );
+            if matches!(refusal, Refusal::Queue(_)) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            resp
+        }
+    }
+}
+
+fn set_cookies(state: &State, resp: &mut Resp, accepted: &Accepted) {
+    let secure = if state.secure_cookie { "; Secure" } else { "" };
+    for (name, value) in [
+        (VOTER_COOKIE, accepted.voter.as_str()),
+        (CHOICE_COOKIE, accepted.key.as_str()),
+    ] {
+        let cookie = format!(
+            "{name}={value}; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
+        );
+        let value =
+            HeaderValue::try_from(cookie).expect("ids and option keys are header-safe ASCII");
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+async fn readyz(state: &State) -> Resp {
+    let mut problems = Vec::new();
+    if let Err(e) = state.queue.redis().ping().await {
+        problems.push(format!("redis: {e:#}"));
+    }
+    web::readiness(&problems)
+}
+
+fn metrics(state: &State) -> String {
+    let m = &state.metrics;
+    let mut e = Exposition::default();
+    e.counter(
+        "vote_votes_accepted_total",
+        "Votes queued in the stream.",
+        m.accepted.get(),
+    )
+    .labeled_counter(
+        "vote_votes_refused_total",
+        "Votes refused, by reason; none of them was queued.",
+        "reason",
+        &[
+            ("bad_request", m.refused_bad_request.get()),
+            ("too_large", m.refused_too_large.get()),
+            ("media_type", m.refused_media_type.get()),
+            ("cross_site", m.refused_cross_site.get()),
+            ("timeout", m.refused_timeout.get()),
+            ("queue_full", m.refused_queue_full.get()),
+            ("queue_unavailable", m.refused_queue_down.get()),
+        ],
+    )
+    .counter("vote_pages_total", "Voting pages served.", m.pages.get());
+    e.finish()
+}
