@@ -16,7 +16,7 @@ ALTER TABLE votes ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAU
 -- One row per option ever voted for: reading results costs O(options), not O(votes).
 CREATE TABLE IF NOT EXISTS tallies (
     vote text PRIMARY KEY,
-    count bigint NOT NULL DEFAULT 0 CHECK (count >= 0)
+    count bigint NOT NULL DEFAULT 0
 );
 
 -- Tallies follow `votes` through statement-level triggers with transition tables: they see the

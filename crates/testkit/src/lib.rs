@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod binary;
+pub mod http;
 mod postgres;
 mod process;
 mod redis;

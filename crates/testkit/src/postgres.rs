@@ -35,8 +35,10 @@ const POSTGRES_USER: &str = "postgres";
 
 /// A private PostgreSQL server on 127.0.0.1 with its own data directory.
 ///
-/// Durability settings are relaxed for speed (`fsync`, `synchronous_commit`
-/// and `full_page_writes` off), authentication is `trust` for the
+/// `fsync` and `full_page_writes` are off for speed: they only matter when the
+/// machine itself crashes. `synchronous_commit` stays on, so a commit survives
+/// a crash of the server process (`stop_immediate`), as in production; the
+/// fault tests depend on that. Authentication is `trust` for the
 /// `postgres` superuser. On drop the server gets a fast shutdown and its
 /// directory is removed.
 #[derive(Debug)]
@@ -219,7 +221,6 @@ impl Postgres {
             .arg(&self.data)
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
             .args(["-c", "shared_buffers=64MB"])

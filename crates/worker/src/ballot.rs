@@ -1,0 +1,215 @@
+//! Turning what Redis holds into ballots, or into a reason to dead-letter it.
+//!
+//! Stream entries carry `voter_id` (32 lowercase hex) and `vote` (a configured option key).
+//! The original app's list entries are JSON `{"voter_id": "...", "vote": "..."}`, whose voter
+//! ids are shorter hex strings (`hex(getrandbits(64))`), so they accept 1 to 32 hex digits.
+
+use std::collections::HashMap;
+
+use common::options::Options;
+use common::queue::{EntryId, FIELD_VOTE, FIELD_VOTER};
+use common::voter::VoterId;
+use serde::Deserialize;
+
+/// A vote ready to be applied: `version` orders the votes of one voter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ballot {
+    pub voter: String,
+    pub vote: String,
+    pub version: EntryId,
+}
+
+/// Why an entry can never be applied; it goes to the dead-letter stream with this text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{0}` is not UTF-8")]
+    NotUtf8(&'static str),
+    #[error("malformed voter id")]
+    BadVoter,
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error("not a JSON vote: {0}")]
+    BadJson(String),
+}
+
+/// Parses one stream entry's fields (as Redis returned them, bytes).
+pub fn from_stream(
+    id: EntryId,
+    fields: &HashMap<String, Vec<u8>>,
+    options: &Options,
+) -> Result<Ballot, Invalid> {
+    let field = |name: &'static str| -> Result<&str, Invalid> {
+        let raw = fields.get(name).ok_or(Invalid::MissingField(name))?;
+        std::str::from_utf8(raw).map_err(|_| Invalid::NotUtf8(name))
+    };
+    let voter = VoterId::parse(field(FIELD_VOTER)?).ok_or(Invalid::BadVoter)?;
+    let vote = field(FIELD_VOTE)?;
+    let option = options
+        .get(vote)
+        .ok_or_else(|| Invalid::UnknownOption(clip(vote)))?;
+    Ok(Ballot {
+        voter: voter.as_str().to_owned(),
+        vote: option.key.as_str().to_owned(),
+        version: id,
+    })
+}
+
+#[derive(Deserialize)]
+struct LegacyVote {
+    voter_id: String,
+    vote: String,
+}
+
+/// Parses one entry of the original app's `votes` list; `version` is assigned by the caller.
+pub fn from_legacy(raw: &[u8], version: EntryId, options: &Options) -> Result<Ballot, Invalid> {
+    let parsed: LegacyVote =
+        serde_json::from_slice(raw).map_err(|e| Invalid::BadJson(e.to_string()))?;
+    let voter_ok = (1..=32).contains(&parsed.voter_id.len())
+        && parsed
+            .voter_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !voter_ok {
+        return Err(Invalid::BadVoter);
+    }
+    let option = options
+        .get(&parsed.vote)
+        .ok_or_else(|| Invalid::UnknownOption(clip(&parsed.vote)))?;
+    Ok(Ballot {
+        voter: parsed.voter_id,
+        vote: option.key.as_str().to_owned(),
+        version,
+    })
+}
+
+/// At most 64 characters of untrusted text, for a dead-letter reason.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Keeps the newest ballot of each voter (PostgreSQL refuses to update one row twice in one
+/// statement) and sorts by voter, so concurrent workers lock rows in the same order.
+pub fn newest_per_voter(mut ballots: Vec<Ballot>) -> Vec<Ballot> {
+    ballots.sort_by(|a, b| a.voter.cmp(&b.voter).then(b.version.cmp(&a.version)));
+    ballots.dedup_by(|later, first| later.voter == first.voter);
+    ballots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::options::Options;
+    use proptest::prelude::*;
+
+    fn options() -> Options {
+        Options::new(Options::defaults()).unwrap()
+    }
+
+    fn id(ms: u64, seq: u64) -> EntryId {
+        EntryId { ms, seq }
+    }
+
+    fn fields(pairs: &[(&str, &[u8])]) -> HashMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn stream_entries() {
+        let voter = "0123456789abcdef0123456789abcdef";
+        let ok = from_stream(
+            id(1, 0),
+            &fields(&[("voter_id", voter.as_bytes()), ("vote", b"a")]),
+            &options(),
+        );
+        assert_eq!(ok.unwrap().vote, "a");
+        let missing = from_stream(id(1, 0), &fields(&[("vote", b"a")]), &options());
+        assert_eq!(missing, Err(Invalid::MissingField("voter_id")));
+        let unknown = from_stream(
+            id(1, 0),
+            &fields(&[("voter_id", voter.as_bytes()), ("vote", b"z")]),
+            &options(),
+        );
+        assert_eq!(unknown, Err(Invalid::UnknownOption("z".into())));
+        let bad_voter = from_stream(
+            id(1, 0),
+            &fields(&[("voter_id", b"x' OR 1=1"), ("vote", b"a")]),
+            &options(),
+        );
+        assert_eq!(bad_voter, Err(Invalid::BadVoter));
+        let binary = from_stream(
+            id(1, 0),
+            &fields(&[("voter_id", voter.as_bytes()), ("vote", b"\xff")]),
+            &options(),
+        );
+        assert_eq!(binary, Err(Invalid::NotUtf8("vote")));
+    }
+
+    #[test]
+    fn legacy_entries() {
+        let ok = from_legacy(
+            br#"{"voter_id":"3fa2b9c1d2e4f5a","vote":"b"}"#,
+            id(5, 1),
+            &options(),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.voter.as_str(), ok.vote.as_str()),
+            ("3fa2b9c1d2e4f5a", "b")
+        );
+        assert!(matches!(
+            from_legacy(b"a", id(5, 1), &options()),
+            Err(Invalid::BadJson(_))
+        ));
+        assert_eq!(
+            from_legacy(br#"{"voter_id":"","vote":"b"}"#, id(5, 1), &options()),
+            Err(Invalid::BadVoter)
+        );
+    }
+
+    #[test]
+    fn newest_wins() {
+        let b = |voter: &str, vote: &str, ms| Ballot {
+            voter: voter.into(),
+            vote: vote.into(),
+            version: id(ms, 0),
+        };
+        let kept = newest_per_voter(vec![
+            b("y", "a", 1),
+            b("x", "a", 1),
+            b("x", "b", 3),
+            b("x", "a", 2),
+        ]);
+        assert_eq!(kept, vec![b("x", "b", 3), b("y", "a", 1)]);
+    }
+
+    proptest! {
+        #[test]
+        fn stream_parser_never_panics(voter in proptest::collection::vec(any::<u8>(), 0..40), vote in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = from_stream(id(1, 0), &fields(&[("voter_id", &voter), ("vote", &vote)]), &options());
+        }
+
+        #[test]
+        fn legacy_parser_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = from_legacy(&raw, id(1, 0), &options());
+        }
+
+        #[test]
+        fn dedupe_keeps_exactly_the_newest(entries in proptest::collection::vec((0u8..5, 0u64..20), 0..50)) {
+            let ballots: Vec<Ballot> = entries.iter().enumerate()
+                .map(|(i, (v, ms))| Ballot { voter: v.to_string(), vote: "a".into(), version: id(*ms, i as u64) })
+                .collect();
+            let kept = newest_per_voter(ballots.clone());
+            for k in &kept {
+                let newest = ballots.iter().filter(|b| b.voter == k.voter).map(|b| b.version).max();
+                prop_assert_eq!(Some(k.version), newest);
+            }
+            let voters: std::collections::BTreeSet<_> = ballots.iter().map(|b| b.voter.clone()).collect();
+            prop_assert_eq!(kept.len(), voters.len());
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The worker's small HTTP listener.
+//!
+//! | method    | path       | answer |
+//! |-----------|------------|--------|
+//! | GET, HEAD | `/healthz` | `200` while the process runs |
+//! | GET, HEAD | `/readyz`  | `200` when Redis and PostgreSQL answer and the last step succeeded, else `503` naming why |
+//! | GET       | `/metrics` | Prometheus text |
+
+use std::sync::Arc;
+
+use common::http::{self as web, Resp};
+use common::metrics::Exposition;
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+
+use crate::worker::Shared;
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
+    let mut resp = match (req.uri().path(), req.method()) {
+        ("/healthz", &Method::GET | &Method::HEAD) => web::text(StatusCode::OK, "ok"),
+        ("/readyz", &Method::GET | &Method::HEAD) => readyz(&shared).await,
+        ("/metrics", &Method::GET) => web::metrics(metrics(&shared)),
+        ("/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
+        ("/metrics", _) => web::method_not_allowed("GET"),
+        _ => web::not_found(),
+    };
+    web::harden(&mut resp);
+    resp
+}
+
+async fn readyz(shared: &Shared) -> Resp {
+    let (redis, pg) = tokio::join!(shared.redis.ping(), common::pools::pg_ping(&shared.pg));
+    let mut problems = Vec::new();
+    if let Err(e) = redis {
+        problems.push(format!("redis: {e:#}"));
+    }
+    if let Err(e) = pg {
+        problems.push(format!("postgres: {e:#}"));
+    }
+    if let Some(e) = shared.last_error.lock().expect("not poisoned").clone() {
+        problems.push(format!("last batch failed: {e}"));
+    }
+    web::readiness(&problems)
+}
+
+fn metrics(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut e = Exposition::default();
+    e.counter(
+        "worker_batches_total",
+        "Batches committed to PostgreSQL.",
+        m.batches.get(),
+    )
+    .counter(
+        "worker_entries_total",
+        "Stream entries applied and acknowledged.",
+        m.entries.get(),
+    )
+    .counter(
+        "worker_rows_upserted_total",
+        "Rows of `votes` inserted or changed.",
+        m.rows.get(),
+    )
+    .counter(
+        "worker_dead_lettered_total",
+        "Entries moved to the dead-letter stream.",
+        m.dead.get(),
+    )
+    .counter(
+        "worker_claimed_total",
+        "Entries claimed from idle consumers.",
+        m.claimed.get(),
+    )
+    .counter(
+        "worker_legacy_entries_total",
+        "Entries taken from the original app's list.",
+        m.legacy.get(),
+    )
+    .counter(
+        "worker_failures_total",
+        "Steps that failed (and will be retried).",
+        m.failures.get(),
+    )
+    .gauge(
+        "worker_last_batch_size",
+        "Entries in the last batch.",
+        m.last_batch.get(),
+    )
+    .gauge(
+        "worker_queue_backlog",
+        "Entries in the stream at the last check.",
+        m.backlog.get(),
+    );
+    e.finish()
+}

@@ -1,0 +1,109 @@
+//! The worker: moves queued votes from the Redis stream into PostgreSQL, in batches, without
+//! ever losing one, and serves its health and metrics over HTTP.
+//!
+//! # Layout
+//! - [`worker`]: [`Worker::step`], one batch from Redis into PostgreSQL; tests drive it directly.
+//! - [`stream`]: the Redis commands (consumer group, claims, acknowledgement, dead letters, the
+//!   original app's list).
+//! - [`ballot`]: parsing entries into ballots or dead-letter reasons; newest-per-voter.
+//! - [`store`]: the batched, version-guarded upsert in one transaction.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+#![forbid(unsafe_code)]
+
+pub mod ballot;
+pub mod health;
+pub mod store;
+pub mod stream;
+pub mod worker;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use worker::{StepOutcome, Worker};
+
+/// Runs the worker until `shutdown` completes. Shutdown is observed between batches: a batch
+/// in flight is committed and acknowledged (or not at all), never cut in half.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut worker = Worker::new(&config)?;
+    tracing::info!(consumer = worker.consumer(), "worker starting");
+    let shared = worker.shared();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let limits = common::http::Limits::from(&config.http);
+    let http = tokio::spawn(common::http::serve(
+        listener,
+        limits,
+        move |req, _peer| health::handle(shared.clone(), req),
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
+
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    let mut backoff = Backoff::default();
+    while !stopping {
+        let step = worker.step();
+        tokio::pin!(step);
+        // Poll the shutdown signal while the step runs, without cancelling the step.
+        let result = loop {
+            tokio::select! {
+                result = &mut step => break result,
+                _ = &mut shutdown, if !stopping => stopping = true,
+            }
+        };
+        match result {
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?wait, "batch failed; votes stay queued");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = &mut shutdown, if !stopping => stopping = true,
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    http.await??;
+    Ok(())
+}
+
+/// Capped exponential backoff: 100 ms, 200 ms, … up to 5 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let wait = Duration::from_millis(100) * 2u32.pow(self.failures.min(6));
+        self.failures += 1;
+        wait.min(Duration::from_secs(5))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..9).map(|_| b.next().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,383 @@
+//! The worker's Redis side: the consumer group on the ballot stream, the dead-letter stream,
+//! and the original app's `votes` list.
+//!
+//! Everything runs on one dedicated multiplexed connection whose response timeout is longer
+//! than the blocking read (a pooled connection times out after 500 ms).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::config::QueueConfig;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+
+/// One stream entry as Redis returned it. `fields` is `None` for an entry that was deleted
+/// while still pending (it only needs acknowledging).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Option<HashMap<String, Vec<u8>>>,
+}
+
+/// An entry that can never be applied, and why.
+#[derive(Clone, Debug)]
+pub struct Dead {
+    pub id: String,
+    pub fields: Vec<(String, Vec<u8>)>,
+    pub reason: String,
+}
+
+/// Moves up to ARGV[1] entries of the legacy list (KEYS[1]) to this consumer's processing list
+/// (KEYS[2]) and returns them; entries still in the processing list (left by a crash before
+/// they were committed) are returned first, without moving more.
+const LEGACY_TAKE: &str = r"
+local n = tonumber(ARGV[1])
+local held = redis.call('LRANGE', KEYS[2], 0, n - 1)
+if #held > 0 then return held end
+local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
+if #items == 0 then return items end
+redis.call('RPUSH', KEYS[2], unpack(items))
+redis.call('LTRIM', KEYS[1], #items, -1)
+return items
+";
+
+/// Gives the entries of a dead consumer's processing list (KEYS[1]) back to the head of the
+/// legacy list (KEYS[2]), in their order, unless that consumer's heartbeat (KEYS[3]) is alive.
+const LEGACY_RETURN: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = #items, 1, -1 do redis.call('LPUSH', KEYS[2], items[i]) end
+redis.call('DEL', KEYS[1])
+return #items
+";
+
+pub struct StreamConn {
+    conn: MultiplexedConnection,
+    queue: QueueConfig,
+    consumer: String,
+}
+
+impl StreamConn {
+    /// Connects, and creates the consumer group (from the stream's first entry, so votes
+    /// queued before any worker ran are applied) when it does not exist yet.
+    pub async fn connect(
+        client: &redis::Client,
+        queue: &QueueConfig,
+        consumer: &str,
+        block: Duration,
+    ) -> anyhow::Result<StreamConn> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(block + Duration::from_secs(10)));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .context("connecting to Redis")?;
+        let mut this = StreamConn {
+            conn,
+            queue: queue.clone(),
+            consumer: consumer.to_owned(),
+        };
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&this.queue.stream)
+            .arg(&this.queue.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut this.conn)
+            .await;
+        match created {
+            Ok(()) => {
+                tracing::info!(stream = %this.queue.stream, group = %this.queue.group, "consumer group created")
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e).context("creating the consumer group"),
+        }
+        Ok(this)
+    }
+
+    /// This consumer's own pending entries (delivered before a restart, never acknowledged).
+    pub async fn read_own_pending(&mut self, count: usize) -> anyhow::Result<Vec<Entry>> {
+        self.read_group(count, None, "0")
+            .await
+            .context("reading own pending entries")
+    }
+
+    /// New entries; waits up to `block` when there are none, and returns as soon as any
+    /// arrive (never waits to fill a batch).
+    /// `None` does not wait at all.
+    pub async fn read_new(
+        &mut self,
+        count: usize,
+        block: Option<Duration>,
+    ) -> anyhow::Result<Vec<Entry>> {
+        self.read_group(count, block.filter(|b| !b.is_zero()), ">")
+            .await
+            .context("reading new entries")
+    }
+
+    async fn read_group(
+        &mut self,
+        count: usize,
+        block: Option<Duration>,
+        from: &str,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.queue.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.queue.stream).arg(from);
+        let reply: Value = cmd.query_async(&mut self.conn).await?;
+        Ok(read_reply_entries(reply))
+    }
+
+    /// Claims entries pending for longer than `min_idle` on other consumers (presumed dead),
+    /// scanning from `cursor`; returns the next cursor (`0-0` when the scan is complete).
+    pub async fn autoclaim(
+        &mut self,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+    ) -> anyhow::Result<(String, Vec<Entry>)> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.queue.stream)
+            .arg(&self.queue.group)
+            .arg(&self.consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn)
+            .await
+            .context("claiming idle entries")?;
+        let Value::Array(parts) = reply else {
+            anyhow::bail!("unexpected XAUTOCLAIM reply");
+        };
+        let mut parts = parts.into_iter();
+        let next = parts
+            .next()
+            .and_then(|v| text(&v))
+            .unwrap_or_else(|| "0-0".into());
+        let entries = parts.next().map(entry_list).unwrap_or_default();
+        Ok((next, entries))
+    }
+
+    /// After the batch's transaction committed: dead-letters `dead`, then acknowledges and
+    /// deletes every entry of the batch, atomically (MULTI/EXEC).
+    pub async fn finish(&mut self, done: &[String], dead: &[Dead]) -> anyhow::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for d in dead {
+            let cmd = pipe.cmd("XADD").arg(&self.queue.dead_letter).arg("*");
+            cmd.arg("source_id").arg(&d.id).arg("reason").arg(&d.reason);
+            for (name, value) in &d.fields {
+                cmd.arg(name).arg(value.as_slice());
+            }
+            cmd.ignore();
+        }
+        pipe.cmd("XACK")
+            .arg(&self.queue.stream)
+            .arg(&self.queue.group)
+            .arg(done)
+            .ignore();
+        pipe.cmd("XDEL").arg(&self.queue.stream).arg(done).ignore();
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .context("acknowledging a batch")?;
+        Ok(())
+    }
+
+    /// Entries in the stream (not yet applied or not yet acknowledged).
+    pub async fn backlog(&mut self) -> anyhow::Result<u64> {
+        redis::cmd("XLEN")
+            .arg(&self.queue.stream)
+            .query_async(&mut self.conn)
+            .await
+            .context("XLEN")
+    }
+
+    fn processing_list(&self, consumer: &str) -> String {
+        format!("{}:processing:{consumer}", self.queue.legacy_list)
+    }
+
+    fn heartbeat_key(&self, consumer: &str) -> String {
+        format!("{}:alive:{consumer}", self.queue.legacy_list)
+    }
+
+    /// Takes up to `count` entries of the legacy list into this consumer's processing list.
+    pub async fn legacy_take(&mut self, count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+        let items: Vec<Vec<u8>> = redis::Script::new(LEGACY_TAKE)
+            .key(&self.queue.legacy_list)
+            .key(self.processing_list(&self.consumer))
+            .arg(count)
+            .invoke_async(&mut self.conn)
+            .await
+            .context("taking entries of the legacy list")?;
+        Ok(items)
+    }
+
+    /// After commit: dead-letters `dead` and drops the first `count` processing entries.
+    pub async fn legacy_done(
+        &mut self,
+        count: usize,
+        dead: &[(Vec<u8>, String)],
+    ) -> anyhow::Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (raw, reason) in dead {
+            pipe.cmd("XADD")
+                .arg(&self.queue.dead_letter)
+                .arg("*")
+                .arg("source")
+                .arg(&self.queue.legacy_list)
+                .arg("reason")
+                .arg(reason)
+                .arg("raw")
+                .arg(raw.as_slice())
+                .ignore();
+        }
+        pipe.cmd("LTRIM")
+            .arg(self.processing_list(&self.consumer))
+            .arg(count)
+            .arg(-1)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn)
+            .await
+            .context("finishing legacy entries")?;
+        Ok(())
+    }
+
+    /// Says this consumer is alive for `ttl`, and gives the processing lists of consumers
+    /// whose heartbeat expired back to the legacy list. Returns how many entries were returned.
+    pub async fn legacy_sweep(&mut self, ttl: Duration) -> anyhow::Result<u64> {
+        redis::cmd("SET")
+            .arg(self.heartbeat_key(&self.consumer))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async::<()>(&mut self.conn)
+            .await
+            .context("writing the heartbeat")?;
+        let prefix = self.processing_list("");
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(200)
+                .query_async(&mut self.conn)
+                .await
+                .context("scanning processing lists")?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut returned = 0;
+        for key in keys {
+            let consumer = &key[prefix.len()..];
+            if consumer == self.consumer {
+                continue;
+            }
+            let n: u64 = redis::Script::new(LEGACY_RETURN)
+                .key(&key)
+                .key(&self.queue.legacy_list)
+                .key(self.heartbeat_key(consumer))
+                .invoke_async(&mut self.conn)
+                .await
+                .context("returning a dead consumer's legacy entries")?;
+            if n > 0 {
+                tracing::warn!(
+                    consumer,
+                    entries = n,
+                    "returned the legacy entries of a dead consumer"
+                );
+            }
+            returned += n;
+        }
+        Ok(returned)
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The entries of an XREADGROUP reply (one stream), RESP2 or RESP3.
+fn read_reply_entries(reply: Value) -> Vec<Entry> {
+    match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => Some(pair.remove(1)),
+                _ => None,
+            })
+            .flat_map(entry_list)
+            .collect(),
+        Value::Map(streams) => streams
+            .into_iter()
+            .flat_map(|(_, v)| entry_list(v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `[[id, [field, value, ...] | nil], ...]`
+fn entry_list(v: Value) -> Vec<Entry> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut parts) = item else {
+                return None;
+            };
+            if parts.len() != 2 {
+                return None;
+            }
+            let fields = parts.pop()?;
+            let id = text(&parts.pop()?)?;
+            let fields = match fields {
+                Value::Array(flat) => {
+                    let mut map = HashMap::new();
+                    let mut flat = flat.into_iter();
+                    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                        if let (Some(k), Value::BulkString(v)) = (text(&k), v) {
+                            map.insert(k, v);
+                        }
+                    }
+                    Some(map)
+                }
+                Value::Map(pairs) => Some(
+                    pairs
+                        .into_iter()
+                        .filter_map(|(k, v)| match (text(&k), v) {
+                            (Some(k), Value::BulkString(v)) => Some((k, v)),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            };
+            Some(Entry { id, fields })
+        })
+        .collect()
+}

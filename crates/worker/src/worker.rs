@@ -1,0 +1,329 @@
+//! The worker's loop body: [`Worker::step`] takes one batch from Redis and applies it.
+//!
+//! Order of sources: first this consumer's own pending entries (left by a previous run of
+//! the same consumer name), then new entries; every `claim_interval` it claims entries left
+//! idle on other consumers (presumed dead). The original app's list is drained alongside.
+//! A batch is acknowledged and deleted only after its transaction committed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::config::{Config, QueueConfig, WorkerConfig};
+use common::metrics::{Counter, Gauge};
+use common::options::Options;
+use common::pools::{PgPool, Redis};
+use common::queue::EntryId;
+
+use crate::ballot::{self, Ballot};
+use crate::store;
+use crate::stream::{Dead, Entry, StreamConn};
+
+/// Where a step's entries came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    #[default]
+    New,
+    OwnPending,
+    Claimed,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub source: Source,
+    /// Stream entries taken (and acknowledged).
+    pub entries: usize,
+    /// Ballots applied after keeping the newest per voter.
+    pub ballots: usize,
+    /// Rows inserted or changed in `votes`.
+    pub rows: u64,
+    /// Entries sent to the dead-letter stream.
+    pub dead: usize,
+    /// Entries taken from the original app's list.
+    pub legacy: usize,
+}
+
+impl StepOutcome {
+    /// Nothing was there to do.
+    pub fn is_idle(&self) -> bool {
+        self.entries == 0 && self.legacy == 0
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub batches: Counter,
+    pub entries: Counter,
+    pub rows: Counter,
+    pub dead: Counter,
+    pub claimed: Counter,
+    pub legacy: Counter,
+    pub failures: Counter,
+    pub last_batch: Gauge,
+    pub backlog: Gauge,
+}
+
+/// What `/readyz` and `/metrics` read while the loop runs.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub redis: Redis,
+    pub pg: PgPool,
+    /// The last step's error, until a step succeeds.
+    pub last_error: Mutex<Option<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    OwnPending,
+    Live,
+}
+
+pub struct Worker {
+    options: Options,
+    queue: QueueConfig,
+    settings: WorkerConfig,
+    consumer: String,
+    postgres: common::config::PostgresConfig,
+    shared: Arc<Shared>,
+    conn: Option<StreamConn>,
+    schema_ready: bool,
+    phase: Phase,
+    claim_cursor: String,
+    next_claim: Instant,
+    legacy_waiting: bool,
+}
+
+impl Worker {
+    /// Builds a worker; nothing connects until the first step.
+    pub fn new(config: &Config) -> anyhow::Result<Worker> {
+        let consumer = if config.worker.consumer.is_empty() {
+            format!(
+                "{}-{}-{:04x}",
+                common::host_name(),
+                std::process::id(),
+                rand::random::<u16>()
+            )
+        } else {
+            config.worker.consumer.clone()
+        };
+        let shared = Arc::new(Shared {
+            metrics: Metrics::default(),
+            redis: Redis::new(&config.redis)?,
+            pg: common::pools::pg_pool(&config.postgres)?,
+            last_error: Mutex::new(None),
+        });
+        Ok(Worker {
+            options: config.options(),
+            queue: config.queue.clone(),
+            settings: config.worker.clone(),
+            consumer,
+            postgres: config.postgres.clone(),
+            shared,
+            conn: None,
+            schema_ready: false,
+            phase: Phase::OwnPending,
+            claim_cursor: "0-0".into(),
+            next_claim: Instant::now(),
+            legacy_waiting: false,
+        })
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Takes one batch and applies it. On error nothing was acknowledged: the entries stay
+    /// pending and are taken again by the next step (or, after a restart, by this consumer's
+    /// pending phase, or by another worker's claim).
+    pub async fn step(&mut self) -> anyhow::Result<StepOutcome> {
+        let result = self.try_step().await;
+        match &result {
+            Ok(_) => *self.shared.last_error.lock().expect("not poisoned") = None,
+            Err(e) => {
+                // Start over on a fresh connection, from this consumer's pending entries.
+                self.conn = None;
+                self.phase = Phase::OwnPending;
+                self.shared.metrics.failures.inc();
+                *self.shared.last_error.lock().expect("not poisoned") = Some(format!("{e:#}"));
+            }
+        }
+        result
+    }
+
+    async fn try_step(&mut self) -> anyhow::Result<StepOutcome> {
+        self.try_connect().await?;
+        let batch = self.settings.batch_size;
+        let conn = self.conn.as_mut().expect("connected above");
+        let mut outcome = StepOutcome::default();
+        let now = Instant::now();
+
+        let entries = match self.phase {
+            Phase::OwnPending => {
+                outcome.source = Source::OwnPending;
+                let entries = conn.read_own_pending(batch).await?;
+                if entries.is_empty() {
+                    self.phase = Phase::Live;
+                }
+                entries
+            }
+            Phase::Live if now >= self.next_claim => {
+                outcome.source = Source::Claimed;
+                let idle = Duration::from_millis(self.settings.claim_idle_ms);
+                let (next, entries) = conn.autoclaim(idle, &self.claim_cursor, batch).await?;
+                if next == "0-0" {
+                    self.next_claim = now + Duration::from_millis(self.settings.claim_interval_ms);
+                }
+                self.claim_cursor = next;
+                self.shared.metrics.claimed.add(entries.len() as u64);
+                if !entries.is_empty() {
+                    tracing::info!(
+                        entries = entries.len(),
+                        "claimed entries of an idle consumer"
+                    );
+                }
+                self.shared.metrics.backlog.set(conn.backlog().await?);
+                if !self.queue.legacy_list.is_empty() {
+                    conn.legacy_sweep(
+                        idle + 3 * Duration::from_millis(self.settings.claim_interval_ms),
+                    )
+                    .await?;
+                }
+                entries
+            }
+            Phase::Live => {
+                // Do not sit in a blocking read while the legacy list has work.
+                let block =
+                    (!self.legacy_waiting).then(|| Duration::from_millis(self.settings.block_ms));
+                conn.read_new(batch, block).await?
+            }
+        };
+        self.apply_stream(entries, &mut outcome).await?;
+        if !self.queue.legacy_list.is_empty() {
+            self.apply_legacy(&mut outcome).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn apply_stream(
+        &mut self,
+        entries: Vec<Entry>,
+        outcome: &mut StepOutcome,
+    ) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::with_capacity(entries.len());
+        let mut ballots = Vec::with_capacity(entries.len());
+        let mut dead = Vec::new();
+        for entry in entries {
+            done.push(entry.id.clone());
+            // An entry deleted while pending was already applied: only acknowledge it.
+            let Some(fields) = entry.fields else { continue };
+            let parsed = EntryId::parse(&entry.id)
+                .ok_or(ballot::Invalid::BadVoter)
+                .and_then(|id| ballot::from_stream(id, &fields, &self.options));
+            match parsed {
+                Ok(b) => ballots.push(b),
+                Err(reason) => {
+                    let mut fields: Vec<(String, Vec<u8>)> = fields.into_iter().collect();
+                    fields.sort();
+                    dead.push(Dead {
+                        id: entry.id,
+                        fields,
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+        }
+        let ballots = ballot::newest_per_voter(ballots);
+        let rows = store::apply(&self.shared.pg, &ballots).await?;
+        let conn = self.conn.as_mut().expect("connected");
+        conn.finish(&done, &dead).await?;
+        if !dead.is_empty() {
+            tracing::warn!(entries = dead.len(), first_reason = %dead[0].reason, "dead-lettered invalid entries");
+        }
+        let m = &self.shared.metrics;
+        m.batches.inc();
+        m.entries.add(done.len() as u64);
+        m.rows.add(rows);
+        m.dead.add(dead.len() as u64);
+        m.last_batch.set(done.len() as u64);
+        outcome.entries += done.len();
+        outcome.ballots += ballots.len();
+        outcome.rows += rows;
+        outcome.dead += dead.len();
+        Ok(())
+    }
+
+    async fn apply_legacy(&mut self, outcome: &mut StepOutcome) -> anyhow::Result<()> {
+        let conn = self.conn.as_mut().expect("connected");
+        let items = conn.legacy_take(self.settings.batch_size).await?;
+        self.legacy_waiting = !items.is_empty();
+        if items.is_empty() {
+            return Ok(());
+        }
+        // The list has no IDs: versions come from this worker's clock, in list order, so a
+        // later legacy vote of a voter wins over an earlier one.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let mut ballots: Vec<Ballot> = Vec::with_capacity(items.len());
+        let mut dead = Vec::new();
+        for (i, raw) in items.iter().enumerate() {
+            let version = EntryId {
+                ms: now_ms,
+                seq: i as u64,
+            };
+            match ballot::from_legacy(raw, version, &self.options) {
+                Ok(b) => ballots.push(b),
+                Err(reason) => dead.push((raw.clone(), reason.to_string())),
+            }
+        }
+        let ballots = ballot::newest_per_voter(ballots);
+        let rows = store::apply(&self.shared.pg, &ballots).await?;
+        let conn = self.conn.as_mut().expect("connected");
+        conn.legacy_done(items.len(), &dead).await?;
+        let m = &self.shared.metrics;
+        m.batches.inc();
+        m.legacy.add(items.len() as u64);
+        m.rows.add(rows);
+        m.dead.add(dead.len() as u64);
+        outcome.legacy += items.len();
+        outcome.ballots += ballots.len();
+        outcome.rows += rows;
+        outcome.dead += dead.len();
+        Ok(())
+    }
+
+    /// Schema and Redis connection are set up (for tests that want to fail fast).
+    pub async fn connect(&mut self) -> anyhow::Result<()> {
+        self.try_connect().await.context("worker start")
+    }
+
+    async fn try_connect(&mut self) -> anyhow::Result<()> {
+        if !self.schema_ready {
+            let mut client = common::pools::pg_connect(&self.postgres).await?;
+            common::schema::migrate(&mut client).await?;
+            self.schema_ready = true;
+        }
+        if self.conn.is_none() {
+            let block = Duration::from_millis(self.settings.block_ms);
+            self.conn = Some(
+                StreamConn::connect(
+                    self.shared.redis.client(),
+                    &self.queue,
+                    &self.consumer,
+                    block,
+                )
+                .await?,
+            );
+        }
+        Ok(())
+    }
+}

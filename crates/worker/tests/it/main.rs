@@ -1,0 +1,7 @@
+//! Integration tests of the worker, against real redis-server and PostgreSQL processes.
+
+mod helpers;
+
+mod end_to_end;
+mod failures;
+mod stream;

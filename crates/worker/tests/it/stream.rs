@@ -1,0 +1,352 @@
+//! The worker's protocol, driven step by step: batches, replays, claims, dead letters, the
+//! original app's list, and two workers at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::config::Service;
+use worker::worker::Source;
+
+use crate::helpers::{Deadline, Infra, drain, voter};
+
+#[tokio::test]
+async fn applies_votes_and_newest_per_voter_wins() {
+    let infra = Infra::start().await;
+    infra.xadd(&voter(1), "a").await;
+    infra.xadd(&voter(2), "a").await;
+    infra.xadd(&voter(1), "b").await; // voter 1 changes their mind in the same batch
+    let mut worker = infra.worker("w1");
+    assert_eq!(drain(&mut worker).await, 3);
+
+    let votes = infra.votes().await;
+    assert_eq!(votes.get(&voter(1)).map(String::as_str), Some("b"));
+    assert_eq!(votes.get(&voter(2)).map(String::as_str), Some("a"));
+    assert_eq!(votes.len(), 2);
+    assert_eq!(
+        infra.tallies_checked().await,
+        BTreeMap::from([("a".into(), 1), ("b".into(), 1)])
+    );
+    assert_eq!(
+        infra.xlen("ballots").await,
+        0,
+        "applied entries are deleted"
+    );
+    assert_eq!(infra.pending().await, 0, "applied entries are acknowledged");
+
+    // A later batch moves the row, never adds one.
+    infra.xadd(&voter(2), "b").await;
+    drain(&mut worker).await;
+    assert_eq!(infra.votes().await.len(), 2);
+    assert_eq!(
+        infra.tallies_checked().await,
+        BTreeMap::from([("b".into(), 2)])
+    );
+}
+
+#[tokio::test]
+async fn a_committed_batch_replayed_changes_nothing() {
+    let infra = Infra::start().await;
+    let mut w = infra.worker("crashed");
+    w.connect().await.unwrap(); // creates the group and the schema
+    let e1 = infra.xadd(&voter(1), "a").await;
+    let e2 = infra.xadd(&voter(2), "b").await;
+    infra.xadd(&voter(1), "b").await; // voter 1 moves to b
+    // Consumer "crashed" reads the batch and commits it, then dies before acknowledging.
+    let entries = read_as(&infra, "crashed").await;
+    assert_eq!(entries, 3);
+    let ballots = vec![
+        ballot(1, "b", &infra.xrange_last_id(&voter(1)).await),
+        ballot(2, "b", &e2),
+    ];
+    let pool = common::pools::pg_pool(&infra.config(Service::Worker, "x", |f| f).postgres).unwrap();
+    assert_eq!(worker::store::apply(&pool, &ballots).await.unwrap(), 2);
+    let committed = (infra.votes().await, infra.tallies_checked().await);
+    // Replaying the same ballots, or an older one, writes nothing.
+    assert_eq!(worker::store::apply(&pool, &ballots).await.unwrap(), 0);
+    assert_eq!(
+        worker::store::apply(&pool, &[ballot(1, "a", &e1)])
+            .await
+            .unwrap(),
+        0
+    );
+
+    // On restart, the consumer re-applies its pending entries: nothing changes.
+    drop(w);
+    let mut restarted = infra.worker("crashed");
+    let outcome = restarted.step().await.unwrap();
+    assert_eq!(
+        (outcome.source, outcome.entries, outcome.rows),
+        (Source::OwnPending, 3, 0)
+    );
+    assert_eq!(
+        (infra.votes().await, infra.tallies_checked().await),
+        committed
+    );
+    assert_eq!(committed.1, BTreeMap::from([("b".into(), 2)]));
+    assert_eq!(infra.pending().await, 0);
+}
+
+fn ballot(n: u64, vote: &str, id: &str) -> worker::ballot::Ballot {
+    worker::ballot::Ballot {
+        voter: voter(n),
+        vote: vote.into(),
+        version: common::queue::EntryId::parse(id).unwrap(),
+    }
+}
+
+/// Reads every new entry as `consumer` without acknowledging; returns how many.
+async fn read_as(infra: &Infra, consumer: &str) -> usize {
+    let reply: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1000)
+        .arg("STREAMS")
+        .arg("ballots")
+        .arg(">")
+        .query_async(&mut infra.redis().await)
+        .await
+        .unwrap();
+    match reply {
+        redis::Value::Array(streams) => match &streams[0] {
+            redis::Value::Array(pair) => match &pair[1] {
+                redis::Value::Array(entries) => entries.len(),
+                _ => 0,
+            },
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn own_pending_entries_are_applied_first_after_a_restart() {
+    let infra = Infra::start().await;
+    let mut w = infra.worker("restarting");
+    w.connect().await.unwrap();
+    for n in 0..10 {
+        infra
+            .xadd(&voter(n), if n % 2 == 0 { "a" } else { "b" })
+            .await;
+    }
+    // The consumer reads the entries (they become its pending entries) and dies.
+    assert_eq!(read_as(&infra, "restarting").await, 10);
+    assert_eq!(infra.pending().await, 10);
+    drop(w);
+
+    let mut restarted = infra.worker("restarting");
+    let outcome = restarted.step().await.unwrap();
+    assert_eq!(outcome.source, Source::OwnPending);
+    assert_eq!(outcome.entries, 10);
+    assert_eq!(infra.pending().await, 0);
+    assert_eq!(infra.votes().await.len(), 10);
+    assert_eq!(
+        infra.tallies_checked().await,
+        BTreeMap::from([("a".into(), 5), ("b".into(), 5)])
+    );
+}
+
+#[tokio::test]
+async fn entries_of_a_dead_consumer_are_claimed() {
+    let infra = Infra::start().await;
+    let config = infra.config(Service::Worker, "survivor", |f| {
+        f.merge(("worker.claim_idle_ms", 100))
+    });
+    let mut survivor = worker::Worker::new(&config).unwrap();
+    survivor.connect().await.unwrap();
+    infra.xadd(&voter(7), "a").await;
+    infra.xadd(&voter(8), "b").await;
+    assert_eq!(read_as(&infra, "dead").await, 2);
+    assert_eq!(infra.pending().await, 2);
+
+    // Once the entries have been idle longer than claim_idle_ms, a claim step applies them.
+    let deadline = Deadline::new(Duration::from_secs(10), "the survivor claims the entries");
+    let claimed = loop {
+        let outcome = survivor.step().await.unwrap();
+        if outcome.source == Source::Claimed && outcome.entries > 0 {
+            break outcome.entries;
+        }
+        deadline.tick().await;
+    };
+    assert_eq!(claimed, 2);
+    assert_eq!(infra.pending().await, 0);
+    assert_eq!(infra.votes().await.len(), 2);
+    infra.tallies_checked().await;
+}
+
+#[tokio::test]
+async fn invalid_entries_go_to_the_dead_letter_stream_with_a_reason() {
+    let infra = Infra::start().await;
+    let mut redis = infra.redis().await;
+    let xadd = |fields: Vec<(&'static str, &'static str)>| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("ballots").arg("*");
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    };
+    let v = "0123456789abcdef0123456789abcdef";
+    for cmd in [
+        xadd(vec![("vote", "a")]),
+        xadd(vec![("voter_id", v), ("vote", "zebra")]),
+        xadd(vec![("voter_id", "' OR 1=1 --"), ("vote", "a")]),
+        xadd(vec![("voter_id", v), ("vote", "a")]),
+    ] {
+        let _: String = cmd.query_async(&mut redis).await.unwrap();
+    }
+    let mut w = infra.worker("w");
+    let applied = drain(&mut w).await;
+    assert_eq!(applied, 4);
+    assert_eq!(
+        infra.votes().await.len(),
+        1,
+        "only the valid vote is applied"
+    );
+    assert_eq!(infra.xlen("ballots").await, 0);
+    assert_eq!(infra.pending().await, 0, "nothing is left pending");
+
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("ballots:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(_, fields)| {
+            fields
+                .iter()
+                .find(|(k, _)| k == "reason")
+                .map(|(_, r)| r.clone())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing field `voter_id`",
+            "unknown option \"zebra\"",
+            "malformed voter id"
+        ],
+        "each invalid entry is dead-lettered once with its reason"
+    );
+}
+
+#[tokio::test]
+async fn the_original_apps_list_is_drained() {
+    let infra = Infra::start().await;
+    let mut redis = infra.redis().await;
+    for item in [
+        r#"{"voter_id":"5e1f0a2b3c4d","vote":"a"}"#,
+        r#"{"voter_id":"77aa","vote":"b"}"#,
+        r#"{"voter_id":"5e1f0a2b3c4d","vote":"b"}"#,
+        "not json",
+    ] {
+        let _: u64 = redis::cmd("RPUSH")
+            .arg("votes")
+            .arg(item)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let mut w = infra.worker("w");
+    drain(&mut w).await;
+    let votes = infra.votes().await;
+    assert_eq!(
+        votes.get("5e1f0a2b3c4d").map(String::as_str),
+        Some("b"),
+        "the later list entry wins"
+    );
+    assert_eq!(votes.get("77aa").map(String::as_str), Some("b"));
+    assert_eq!(
+        infra.tallies_checked().await,
+        BTreeMap::from([("b".into(), 2)])
+    );
+    let left: u64 = redis::cmd("LLEN")
+        .arg("votes")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let processing: u64 = redis::cmd("LLEN")
+        .arg("votes:processing:w")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        processing, 0,
+        "nothing is left in the processing list after commit"
+    );
+    assert_eq!(
+        infra.xlen("ballots:dead").await,
+        1,
+        "the malformed item is dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_consumers_legacy_entries_are_given_back() {
+    let infra = Infra::start().await;
+    let mut redis = infra.redis().await;
+    // A consumer moved an item to its processing list and died (no heartbeat key).
+    let _: u64 = redis::cmd("RPUSH")
+        .arg("votes:processing:gone")
+        .arg(r#"{"voter_id":"abc","vote":"a"}"#)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut w = infra.worker("w");
+    drain(&mut w).await; // the first claim step sweeps, a later step applies
+    drain(&mut w).await;
+    assert_eq!(
+        infra.votes().await.get("abc").map(String::as_str),
+        Some("a")
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("votes:processing:gone")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test]
+async fn two_workers_draining_at_once_never_double_count() {
+    let infra = Infra::start().await;
+    // 300 voters, each voting several times: 3000 entries, the last vote of each decides.
+    let mut last = BTreeMap::new();
+    let mut redis = infra.redis().await;
+    for round in 0..10u64 {
+        let mut pipe = redis::pipe();
+        for n in 0..300u64 {
+            let vote = if (n + round) % 3 == 0 { "a" } else { "b" };
+            pipe.cmd("XADD")
+                .arg("ballots")
+                .arg("*")
+                .arg("voter_id")
+                .arg(voter(n))
+                .arg("vote")
+                .arg(vote)
+                .ignore();
+            last.insert(voter(n), vote.to_string());
+        }
+        pipe.query_async::<()>(&mut redis).await.unwrap();
+    }
+    let small = |f: figment::Figment| f.merge(("worker.batch_size", 64));
+    let mut one = worker::Worker::new(&infra.config(Service::Worker, "one", small)).unwrap();
+    let mut two = worker::Worker::new(&infra.config(Service::Worker, "two", small)).unwrap();
+    let (a, b) = tokio::join!(drain(&mut one), drain(&mut two));
+    assert_eq!(a + b, 3000, "every entry is taken exactly once");
+    assert!(a > 0 && b > 0, "both workers took part ({a} and {b})");
+    assert_eq!(
+        infra.votes().await,
+        last,
+        "each voter's last vote is stored"
+    );
+    let tallies = infra.tallies_checked().await;
+    assert_eq!(tallies.values().sum::<i64>(), 300);
+    assert_eq!(infra.pending().await, 0);
+}
