@@ -58,6 +58,10 @@ struct JsonVote {
 
 /// The option key of a JSON body `{"vote": "a"}`.
 pub fn json_vote(body: &[u8]) -> Result<String, InputError> {
+    // serde's derived struct visitor also takes a sequence (`["a"]`); only an object is a vote.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(InputError::BadJson("expected a JSON object".into()));
+    }
     let parsed: JsonVote = serde_json::from_slice(body).map_err(|e| {
         // serde_json's messages carry no input text beyond a short excerpt; keep line and column.
         InputError::BadJson(e.to_string())
@@ -166,6 +170,11 @@ mod tests {
             Err(InputError::BadJson(_))
         ));
         assert!(matches!(json_vote(b"vote=a"), Err(InputError::BadJson(_))));
+        assert!(matches!(
+            json_vote(br#"["a"]"#),
+            Err(InputError::BadJson(_))
+        ));
+        assert_eq!(json_vote(b" \n{\"vote\":\"a\"}"), Ok("a".into()));
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -1,1 +1,16 @@
-//! Integration tests of the vote service (filled in below).
+//! Integration tests of the vote service: the real service over real HTTP on port 0, backed by
+//! a real throwaway `redis-server` per test. No mocks.
+//!
+//! - [`helpers`]: starting the app, the HTTP client, reading the Redis stream.
+//! - [`page`]: the voting page and stylesheet.
+//! - [`voting`]: accepted votes (form, JSON, re-votes, concurrency) and what is queued.
+//! - [`bad_input`]: refused requests (each queues nothing) and untrusted voter ids.
+//! - [`unavailable`]: Redis down or the backlog full: 503, then recovery.
+//! - [`ops`]: health, readiness, metrics and hardening headers.
+
+mod bad_input;
+mod helpers;
+mod ops;
+mod page;
+mod unavailable;
+mod voting;

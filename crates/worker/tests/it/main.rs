@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod binary;
 mod end_to_end;
 mod failures;
 mod stream;

@@ -1,0 +1,3 @@
+//! Checks on the whole source tree that `cargo test` runs.
+
+mod tidy;

@@ -1,0 +1,382 @@
+//! Requests the service must refuse: each asserts the status a client sees AND that nothing
+//! was queued. Also votes carrying a voter id that must not be trusted.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::helpers::{FORM, JSON, TestApp, TestResponse, is_voter_id, spawn_app};
+
+/// Asserts `resp` has `status` and that the stream is still empty.
+async fn refused(app: &TestApp, what: &str, resp: &TestResponse, status: StatusCode) {
+    assert_eq!(resp.status, status, "{what}: {resp:?}");
+    let entries = app.stream_entries().await;
+    assert!(entries.is_empty(), "{what} queued {entries:?}");
+}
+
+/// After refusals, a good vote still lands: the stream the checks read is the right one.
+async fn good_vote_still_lands(app: &TestApp) {
+    let resp = app.post_form("vote=a", &[]).await;
+    assert_eq!(resp.status, StatusCode::SEE_OTHER, "{resp:?}");
+    assert_eq!(app.stream_entries().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_option_is_refused_naming_it() {
+    let app = spawn_app().await;
+
+    let form = app.post_form("vote=zebra", &[]).await;
+    refused(&app, "form zebra", &form, StatusCode::BAD_REQUEST).await;
+    assert!(form.body.contains("zebra"), "{}", form.body);
+    assert_eq!(
+        form.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        form.set_cookie("voter_id").is_none(),
+        "no cookie for a refused vote"
+    );
+
+    let json = app.post_json(r#"{"vote":"zebra"}"#, &[]).await;
+    refused(&app, "JSON zebra", &json, StatusCode::BAD_REQUEST).await;
+    let error = json.json()["error"]
+        .as_str()
+        .expect("error text")
+        .to_string();
+    assert!(error.contains("zebra"), "{error}");
+
+    // An option label is not a key.
+    let label = app.post_form("vote=Cats", &[]).await;
+    refused(&app, "label", &label, StatusCode::BAD_REQUEST).await;
+
+    good_vote_still_lands(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_option_is_shown_as_text_not_markup() {
+    let app = spawn_app().await;
+
+    let resp = app
+        .post_form("vote=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[])
+        .await;
+
+    refused(&app, "script", &resp, StatusCode::BAD_REQUEST).await;
+    assert!(!resp.body.contains("<script>"), "{}", resp.body);
+    assert!(resp.body.contains("alert(1)"), "{}", resp.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_form_bodies_are_bad_requests() {
+    let app = spawn_app().await;
+    let cases: [(&str, Bytes); 7] = [
+        ("empty vote", Bytes::from_static(b"vote=")),
+        ("bare vote", Bytes::from_static(b"vote")),
+        ("missing field", Bytes::from_static(b"choice=a")),
+        ("empty body", Bytes::new()),
+        ("repeated field", Bytes::from_static(b"vote=a&vote=b")),
+        ("non-UTF-8 bytes", Bytes::from_static(b"vote=\xff\xfe")),
+        ("non-UTF-8 escape", Bytes::from_static(b"vote=%ff")),
+    ];
+    for (what, body) in cases {
+        let resp = app.post_form(body, &[]).await;
+        refused(&app, what, &resp, StatusCode::BAD_REQUEST).await;
+        assert!(
+            resp.body.contains("role=\"alert\""),
+            "{what}: {}",
+            resp.body
+        );
+    }
+    good_vote_still_lands(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_bodies_are_bad_requests() {
+    let app = spawn_app().await;
+    let cases: [(&str, &[u8]); 11] = [
+        ("not JSON", b"vote=a"),
+        ("empty body", b""),
+        ("number", br#"{"vote":1}"#),
+        ("null", br#"{"vote":null}"#),
+        ("array", br#"["a"]"#),
+        ("string", br#""a""#),
+        ("repeated field", br#"{"vote":"a","vote":"b"}"#),
+        ("wrong field", br#"{"choice":"a"}"#),
+        (
+            "extra field",
+            br#"{"vote":"a","voter_id":"00000000000000000000000000000000"}"#,
+        ),
+        ("empty vote", br#"{"vote":""}"#),
+        ("non-UTF-8", b"{\"vote\":\"\xff\"}"),
+    ];
+    for (what, body) in cases {
+        let resp = app.post_json(Bytes::from_static(body), &[]).await;
+        refused(&app, what, &resp, StatusCode::BAD_REQUEST).await;
+        assert!(resp.json()["error"].is_string(), "{what}: {resp:?}");
+    }
+    good_vote_still_lands(&app).await;
+}
+
+/// `vote=a&pad=xxxx…`, `len` bytes long.
+fn padded_form(len: usize) -> Vec<u8> {
+    let mut body = b"vote=a&pad=".to_vec();
+    body.resize(len, b'x');
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_limit_is_413() {
+    let app = spawn_app().await;
+
+    let declared = app.post_form(padded_form(4097), &[]).await;
+    refused(
+        &app,
+        "Content-Length 4097",
+        &declared,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    let big = app.post_form(padded_form(64 * 1024), &[]).await;
+    refused(
+        &app,
+        "Content-Length 64 KiB",
+        &big,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    let json = format!(r#"{{"vote":"a","pad":"{}"}}"#, "x".repeat(5000));
+    let json = app.post_json(json, &[]).await;
+    refused(
+        &app,
+        "JSON over the limit",
+        &json,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    // Without a length up front, the limit is enforced while reading.
+    let body = padded_form(6000);
+    let chunks: Vec<Bytes> = body.chunks(1000).map(Bytes::copy_from_slice).collect();
+    let chunked = app
+        .request_chunked(Method::POST, "/", &[("content-type", FORM)], chunks)
+        .await;
+    refused(
+        &app,
+        "chunked over the limit",
+        &chunked,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    good_vote_still_lands(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_within_the_limit_is_accepted() {
+    let app = spawn_app().await;
+
+    let chunks = vec![Bytes::from_static(b"vo"), Bytes::from_static(b"te=b")];
+    let resp = app
+        .request_chunked(Method::POST, "/", &[("content-type", FORM)], chunks)
+        .await;
+
+    assert_eq!(resp.status, StatusCode::SEE_OTHER, "{resp:?}");
+    let entries = app.stream_entries().await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].2, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_content_type_is_415() {
+    let app = spawn_app().await;
+
+    for content_type in [
+        "text/plain",
+        FORM,
+        "application/jsonx",
+        "multipart/form-data",
+    ] {
+        let resp = app
+            .post_json(r#"{"vote":"a"}"#, &[("content-type", content_type)])
+            .await;
+        refused(
+            &app,
+            content_type,
+            &resp,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+    }
+    let form_as_json = app.post_form("vote=a", &[("content-type", JSON)]).await;
+    refused(
+        &app,
+        "form as JSON",
+        &form_as_json,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+
+    let none = app.request(Method::POST, "/", &[], "vote=a").await;
+    refused(
+        &app,
+        "form without type",
+        &none,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    let none = app
+        .request(Method::POST, "/api/vote", &[], r#"{"vote":"a"}"#)
+        .await;
+    refused(
+        &app,
+        "JSON without type",
+        &none,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+
+    // Parameters and case do not matter.
+    let with_charset = app
+        .post_json(
+            r#"{"vote":"a"}"#,
+            &[("content-type", "Application/JSON; charset=utf-8")],
+        )
+        .await;
+    assert_eq!(
+        with_charset.status,
+        StatusCode::ACCEPTED,
+        "{with_charset:?}"
+    );
+    assert_eq!(app.stream_entries().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let cases = [
+        (Method::DELETE, "/", ["GET", "POST"].as_slice()),
+        (Method::PUT, "/", &["GET", "POST"]),
+        (Method::PATCH, "/", &["GET", "POST"]),
+        (Method::GET, "/api/vote", &["POST"]),
+        (Method::PUT, "/api/vote", &["POST"]),
+        (Method::POST, "/static/style.css", &["GET"]),
+        (Method::POST, "/healthz", &["GET"]),
+        (Method::POST, "/metrics", &["GET"]),
+    ];
+    for (method, path, allowed) in cases {
+        let resp = app
+            .request(method.clone(), path, &[("content-type", FORM)], "vote=a")
+            .await;
+        refused(
+            &app,
+            &format!("{method} {path}"),
+            &resp,
+            StatusCode::METHOD_NOT_ALLOWED,
+        )
+        .await;
+        let allow = resp
+            .header("allow")
+            .unwrap_or_else(|| panic!("{method} {path}: no Allow in {resp:?}"));
+        let listed: Vec<&str> = allow.split(',').map(str::trim).collect();
+        for m in allowed {
+            assert!(
+                listed.contains(m),
+                "{method} {path}: Allow {allow:?} lacks {m}"
+            );
+        }
+        assert!(
+            !listed.contains(&method.as_str()),
+            "{method} {path}: Allow {allow:?}"
+        );
+    }
+    let api = app.get("/api/vote", &[]).await;
+    assert_eq!(api.header("allow"), Some("POST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_path_is_404() {
+    let app = spawn_app().await;
+
+    for path in [
+        "/nope",
+        "/api",
+        "/api/vote/",
+        "/static/",
+        "/static/../Cargo.toml",
+        "/index.html",
+    ] {
+        let resp = app.get(path, &[]).await;
+        refused(&app, path, &resp, StatusCode::NOT_FOUND).await;
+    }
+    let post = app
+        .request(Method::POST, "/vote", &[("content-type", FORM)], "vote=a")
+        .await;
+    refused(&app, "POST /vote", &post, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_votes_are_403() {
+    let app = spawn_app().await;
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("foreign origin", &[("origin", "https://evil.example")]),
+        ("Sec-Fetch-Site", &[("sec-fetch-site", "cross-site")]),
+        ("opaque origin", &[("origin", "null")]),
+        ("same host, other port", &[("origin", "http://127.0.0.1:1")]),
+    ];
+    for (what, headers) in cases {
+        let form = app.post_form("vote=a", headers).await;
+        refused(&app, what, &form, StatusCode::FORBIDDEN).await;
+        assert!(form.set_cookie("voter_id").is_none(), "{what}: {form:?}");
+        let json = app.post_json(r#"{"vote":"a"}"#, headers).await;
+        refused(&app, what, &json, StatusCode::FORBIDDEN).await;
+    }
+
+    // A browser on the page itself is welcome.
+    let origin = format!("http://{}", app.addr);
+    let same = app.post_form("vote=a", &[("origin", &origin)]).await;
+    assert_eq!(same.status, StatusCode::SEE_OTHER, "{same:?}");
+    assert_eq!(app.stream_entries().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_voter_cookie_gets_a_fresh_id() {
+    let app = spawn_app().await;
+    let bad_ids = [
+        "../../etc".to_string(),
+        "0123456789ABCDEF0123456789ABCDEF".to_string(),
+        "a".repeat(31),
+        "a".repeat(33),
+        "' OR 1=1 --".to_string(),
+        "0123456789abcdef0123456789abcdeg".to_string(),
+        String::new(),
+    ];
+    for (n, bad) in bad_ids.iter().enumerate() {
+        let cookie = format!("voter_id={bad}");
+        let resp = if n % 2 == 0 {
+            app.post_form("vote=a", &[("cookie", &cookie)]).await
+        } else {
+            app.post_json(r#"{"vote":"a"}"#, &[("cookie", &cookie)])
+                .await
+        };
+        assert!(
+            resp.status == StatusCode::SEE_OTHER || resp.status == StatusCode::ACCEPTED,
+            "{bad:?}: {resp:?}"
+        );
+        let issued = resp.voter_id();
+        assert!(is_voter_id(&issued), "{bad:?}: issued {issued:?}");
+        assert_ne!(&issued, bad);
+        let entries = app.stream_entries().await;
+        assert_eq!(entries.len(), n + 1, "{entries:?}");
+        let (_, queued, _) = entries.last().unwrap();
+        assert_eq!(queued, &issued, "{bad:?}: the ballot carries the new id");
+        assert!(
+            entries.iter().all(|(_, v, _)| is_voter_id(v)),
+            "{bad:?}: {entries:?}"
+        );
+    }
+    let entries = app.stream_entries().await;
+    let mut voters: Vec<&str> = entries.iter().map(|(_, v, _)| v.as_str()).collect();
+    voters.sort_unstable();
+    voters.dedup();
+    assert_eq!(voters.len(), bad_ids.len(), "each got its own fresh id");
+}

@@ -1,0 +1,115 @@
+//! The `worker` binary as a user runs it: bad configuration exits with code 2 and one line
+//! naming the key and its source; passwords never reach the log; SIGTERM stops it cleanly.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn worker() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("VOTING_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs to completion; returns exit code and stderr.
+fn run(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.output().expect("the worker binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_environment_key_exits_2_naming_it() {
+    let (code, stderr) = run(worker().env("VOTING_WORKER__BATCHSIZE", "10"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("worker.batchsize") && stderr.contains("VOTING_WORKER__BATCHSIZE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_type_in_the_config_file_exits_2_naming_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("voting.toml");
+    std::fs::write(&path, "[worker]\nbatch_size = \"lots\"\n").unwrap();
+    let (code, stderr) = run(worker().arg("--config").arg(&path));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("worker.batch_size") && stderr.contains("voting.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_file_from_voting_config_must_exist() {
+    let (code, stderr) = run(worker().env("VOTING_CONFIG", "/nonexistent/voting.toml"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/voting.toml"), "{stderr}");
+}
+
+#[test]
+fn unknown_argument_exits_2() {
+    let (code, stderr) = run(worker().arg("--frobnicate"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--frobnicate"), "{stderr}");
+}
+
+#[test]
+fn passwords_never_reach_the_log_and_sigterm_stops_cleanly() {
+    // Nothing listens on these ports: the worker retries with backoff and logs each failure.
+    let (pg_port, redis_port) = (testkit::free_port(), testkit::free_port());
+    let mut child = worker()
+        .env("RUST_LOG", "debug")
+        .env(
+            "VOTING_POSTGRES__URL",
+            format!("postgres://app:hunter2@127.0.0.1:{pg_port}/votes"),
+        )
+        .env(
+            "VOTING_REDIS__URL",
+            format!("redis://:s3cret@127.0.0.1:{redis_port}"),
+        )
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    // Let it fail a few times (backoff 100, 200, 400 ms), then stop it.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(800) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "no crash while PostgreSQL is down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}\n{log}");
+    assert!(log.contains("batch failed"), "failures are logged: {log}");
+    assert!(
+        log.contains("app:***@127.0.0.1"),
+        "the URL is shown redacted: {log}"
+    );
+    assert!(
+        !log.contains("hunter2") && !log.contains("s3cret"),
+        "no password in the log: {log}"
+    );
+}
