@@ -52,6 +52,30 @@ redis.call('DEL', KEYS[1])
 return #items
 ";
 
+/// Removes from the stream (KEYS[1]) every entry that group ARGV[1] has acknowledged: those
+/// below both its oldest pending entry and the first entry it has not delivered yet. Entries
+/// at or above that point are kept whatever their state, so nothing unapplied is removed.
+/// (`XTRIM MINID` drops whole blocks of entries; `XDEL` of each acknowledged ID costs several
+/// times more server time than reading and acknowledging it, see docs/benchmarks.md.)
+const TRIM_ACKED: &str = r"
+local floor = nil
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, last = nil, nil
+    for i = 1, #group, 2 do
+        if group[i] == 'name' then name = group[i + 1] end
+        if group[i] == 'last-delivered-id' then last = group[i + 1] end
+    end
+    if name == ARGV[1] then
+        local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+        floor = ms .. '-' .. string.format('%.0f', tonumber(seq) + 1)
+    end
+end
+if floor == nil then return 0 end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+if pending[1] > 0 then floor = pending[2] end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+";
+
 pub struct StreamConn {
     conn: MultiplexedConnection,
     queue: QueueConfig,
@@ -168,8 +192,9 @@ impl StreamConn {
         Ok((next, entries))
     }
 
-    /// After the batch's transaction committed: dead-letters `dead`, then acknowledges and
-    /// deletes every entry of the batch, atomically (MULTI/EXEC).
+    /// After the batch's transaction committed: dead-letters `dead` and acknowledges every
+    /// entry of the batch, atomically (MULTI/EXEC); then removes acknowledged entries from the
+    /// stream.
     pub async fn finish(&mut self, done: &[String], dead: &[Dead]) -> anyhow::Result<()> {
         if done.is_empty() {
             return Ok(());
@@ -189,10 +214,20 @@ impl StreamConn {
             .arg(&self.queue.group)
             .arg(done)
             .ignore();
-        pipe.cmd("XDEL").arg(&self.queue.stream).arg(done).ignore();
         pipe.query_async::<()>(&mut self.conn)
             .await
             .context("acknowledging a batch")?;
+        self.trim_acknowledged().await
+    }
+
+    /// Removes the entries the group has acknowledged (see `TRIM_ACKED`).
+    pub async fn trim_acknowledged(&mut self) -> anyhow::Result<()> {
+        let _: u64 = redis::Script::new(TRIM_ACKED)
+            .key(&self.queue.stream)
+            .arg(&self.queue.group)
+            .invoke_async(&mut self.conn)
+            .await
+            .context("removing acknowledged entries")?;
         Ok(())
     }
 

@@ -92,6 +92,8 @@ pub struct Worker {
     claim_cursor: String,
     next_claim: Instant,
     legacy_waiting: bool,
+    /// New entries read while the previous batch was being applied.
+    prefetched: Option<Vec<Entry>>,
 }
 
 impl Worker {
@@ -126,6 +128,7 @@ impl Worker {
             claim_cursor: "0-0".into(),
             next_claim: Instant::now(),
             legacy_waiting: false,
+            prefetched: None,
         })
     }
 
@@ -145,8 +148,10 @@ impl Worker {
         match &result {
             Ok(_) => *self.shared.last_error.lock().expect("not poisoned") = None,
             Err(e) => {
-                // Start over on a fresh connection, from this consumer's pending entries.
+                // Start over on a fresh connection, from this consumer's pending entries (which
+                // include any prefetched ones).
                 self.conn = None;
+                self.prefetched = None;
                 self.phase = Phase::OwnPending;
                 self.shared.metrics.failures.inc();
                 *self.shared.last_error.lock().expect("not poisoned") = Some(format!("{e:#}"));
@@ -195,6 +200,7 @@ impl Worker {
                 }
                 entries
             }
+            Phase::Live if self.prefetched.is_some() => self.prefetched.take().unwrap_or_default(),
             Phase::Live => {
                 // Do not sit in a blocking read while the legacy list has work.
                 let block =
@@ -202,7 +208,9 @@ impl Worker {
                 conn.read_new(batch, block).await?
             }
         };
-        self.apply_stream(entries, &mut outcome).await?;
+        // A full batch means more is waiting: read the next batch while this one is applied.
+        let prefetch = self.phase == Phase::Live && entries.len() == batch;
+        self.apply_stream(entries, prefetch, &mut outcome).await?;
         if !self.queue.legacy_list.is_empty() {
             self.apply_legacy(&mut outcome).await?;
         }
@@ -212,6 +220,7 @@ impl Worker {
     async fn apply_stream(
         &mut self,
         entries: Vec<Entry>,
+        prefetch: bool,
         outcome: &mut StepOutcome,
     ) -> anyhow::Result<()> {
         if entries.is_empty() {
@@ -241,8 +250,20 @@ impl Worker {
             }
         }
         let ballots = ballot::newest_per_voter(ballots);
-        let rows = store::apply(&self.shared.pg, &ballots).await?;
         let conn = self.conn.as_mut().expect("connected");
+        let rows = if prefetch {
+            let batch = self.settings.batch_size;
+            let (rows, next) = tokio::join!(
+                store::apply(&self.shared.pg, &ballots),
+                conn.read_new(batch, None)
+            );
+            // Read but not applied, the prefetched entries are this consumer's pending
+            // entries: if anything fails they are read again from there.
+            self.prefetched = Some(next?);
+            rows?
+        } else {
+            store::apply(&self.shared.pg, &ballots).await?
+        };
         conn.finish(&done, &dead).await?;
         if !dead.is_empty() {
             tracing::warn!(entries = dead.len(), first_reason = %dead[0].reason, "dead-lettered invalid entries");

@@ -159,6 +159,22 @@ async fn entries_of_a_dead_consumer_are_claimed() {
     infra.xadd(&voter(8), "b").await;
     assert_eq!(read_as(&infra, "dead").await, 2);
     assert_eq!(infra.pending().await, 2);
+    // An entry applied meanwhile is acknowledged, but nothing at or above the dead
+    // consumer's oldest unacknowledged entry may leave the stream.
+    infra.xadd(&voter(9), "a").await;
+    let deadline = Deadline::new(
+        Duration::from_secs(10),
+        "the survivor applies the new entry",
+    );
+    while !infra.votes().await.contains_key(&voter(9)) {
+        survivor.step().await.unwrap();
+        deadline.tick().await;
+    }
+    assert_eq!(
+        infra.xlen("ballots").await,
+        3,
+        "unacknowledged entries stay in the stream"
+    );
 
     // Once the entries have been idle longer than claim_idle_ms, a claim step applies them.
     let deadline = Deadline::new(Duration::from_secs(10), "the survivor claims the entries");
@@ -171,7 +187,12 @@ async fn entries_of_a_dead_consumer_are_claimed() {
     };
     assert_eq!(claimed, 2);
     assert_eq!(infra.pending().await, 0);
-    assert_eq!(infra.votes().await.len(), 2);
+    assert_eq!(infra.votes().await.len(), 3);
+    assert_eq!(
+        infra.xlen("ballots").await,
+        0,
+        "once all are acknowledged, all are removed"
+    );
     infra.tallies_checked().await;
 }
 
