@@ -71,6 +71,7 @@ pub struct Config {
     pub log: LogConfig,
     pub vote: VoteConfig,
     pub worker: WorkerConfig,
+    pub result: ResultConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -152,6 +153,15 @@ pub struct WorkerConfig {
     pub claim_interval_ms: u64,
     /// Consumer name in the group; empty means `<host>-<pid>-<random>`, unique per process.
     pub consumer: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultConfig {
+    /// WebSockets open at once; the next one is answered 503.
+    pub max_sockets: usize,
+    /// The safety poll: tallies are re-read this often even without a notification.
+    pub poll_interval_ms: u64,
 }
 
 macro_rules! url_newtype {
@@ -238,6 +248,10 @@ impl Config {
                 claim_interval_ms: 5_000,
                 consumer: String::new(),
             },
+            result: ResultConfig {
+                max_sockets: 20_000,
+                poll_interval_ms: 5_000,
+            },
         }
     }
 
@@ -306,6 +320,8 @@ impl Config {
             ("worker.block_ms", self.worker.block_ms),
             ("worker.claim_idle_ms", self.worker.claim_idle_ms),
             ("worker.claim_interval_ms", self.worker.claim_interval_ms),
+            ("result.max_sockets", self.result.max_sockets as u64),
+            ("result.poll_interval_ms", self.result.poll_interval_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -489,6 +505,17 @@ mod tests {
     }
 
     #[test]
+    fn options_list_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_OPTIONS", r#"[{key="tea",label="Tea"},{key="coffee",label="Coffee"},{key="water",label="Water"}]"#);
+            let c = load(None).unwrap();
+            let keys: Vec<_> = c.options().iter().map(|o| o.key.to_string()).collect();
+            assert_eq!(keys, ["tea", "coffee", "water"]);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn option_a_and_b_relabel() {
         Jail::expect_with(|jail| {
             jail.set_env("OPTION_A", "Tea");
@@ -598,6 +625,17 @@ mod tests {
     }
 
     #[test]
+    fn result_settings_are_checked() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load(None).unwrap().result.max_sockets, 20_000);
+            jail.set_env("VOTING_RESULT__POLL_INTERVAL_MS", "0");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "result.poll_interval_ms");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_options_list() {
         Jail::expect_with(|jail| {
             jail.create_file(
@@ -608,5 +646,38 @@ mod tests {
             assert!(e.key.starts_with("options"), "{e}");
             Ok(())
         });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever text a variable holds, the result is a value that was asked for, or an
+        /// error naming that very key and variable: never a panic, never another key.
+        #[test]
+        fn any_env_value_is_taken_or_named(value in "\\PC{0,24}") {
+            Jail::expect_with(|jail| {
+                jail.set_env("VOTING_WORKER__BATCH_SIZE", &value);
+                match load(None) {
+                    Ok(c) => assert_eq!(value.trim().trim_start_matches('+').parse::<usize>(), Ok(c.worker.batch_size), "{value:?}"),
+                    Err(e) => {
+                        assert_eq!(e.key, "worker.batch_size", "{e}");
+                        assert!(e.origin.contains("VOTING_WORKER__BATCH_SIZE"), "{e}");
+                    }
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn any_label_is_accepted_or_refused_cleanly(label in "\\PC{0,80}") {
+            Jail::expect_with(|jail| {
+                jail.set_env("OPTION_A", &label);
+                match load(None) {
+                    Ok(c) => assert_eq!(c.options().get("a").unwrap().label, label),
+                    Err(e) => assert_eq!(e.key, "option_a", "{e}"),
+                }
+                Ok(())
+            });
+        }
     }
 }

@@ -380,3 +380,18 @@ async fn malformed_voter_cookie_gets_a_fresh_id() {
     voters.dedup();
     assert_eq!(voters.len(), bad_ids.len(), "each got its own fresh id");
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_cut_off_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::helpers::spawn_app_with(|f| f.merge(("http.body_timeout_ms", 200))).await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // Headers promise 100 bytes; only one arrives.
+    let head = "POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(app.stream_entries().await.is_empty(), "nothing is queued");
+}
