@@ -1,32 +1,89 @@
 //! Connection pools. Building a pool never connects, so a service starts (and answers 503 or
 //! retries) while Redis or PostgreSQL is still down.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use bb8_postgres::PostgresConnectionManager;
 use bb8_redis::RedisConnectionManager;
+use redis::aio::MultiplexedConnection;
 use tokio_postgres::NoTls;
 
 use crate::config::{PostgresConfig, RedisConfig};
 
-pub type RedisPool = bb8::Pool<RedisConnectionManager>;
+pub type RedisPool = bb8::Pool<RedisManager>;
 pub type PgPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
 
 /// How long a request waits for a pooled connection before it is answered with an error.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Redis through a pool of multiplexed connections (each pipelines concurrent requests).
+/// bb8-redis' manager, plus a flag that marks a connection dead.
 ///
-/// Connections are not PINGed on every checkout (that would double the round trips of a vote);
-/// instead a connection that failed is replaced in its pool slot by [`Redis::heal`].
+/// A multiplexed connection serves many requests at once, so callers do not hold it for the
+/// length of a request: [`Redis::conn`] clones it out of the pool (a clone shares the same
+/// socket and pipeline) and gives the slot back at once. Holding the pooled connection instead
+/// would allow only `pool_size` requests in flight. bb8-redis cannot tell a dead multiplexed
+/// connection from a live one without a PING per checkout; here a caller that sees a
+/// connection error marks it ([`RedisConn::failed`]) and the pool replaces it on the next
+/// checkout, with no extra round trip.
+#[derive(Debug)]
+pub struct RedisManager(RedisConnectionManager);
+
+/// A shared multiplexed connection and its "dead" flag.
+#[derive(Clone)]
+pub struct RedisConn {
+    pub conn: MultiplexedConnection,
+    dead: Arc<AtomicBool>,
+}
+
+impl RedisConn {
+    /// Records `error`; returns `true` when it means the connection is gone (it is then
+    /// replaced on the next checkout, and the caller may retry once on a new one).
+    pub fn failed(&self, error: &redis::RedisError) -> bool {
+        let gone = is_connection_error(error);
+        if gone {
+            self.dead.store(true, Ordering::Relaxed);
+        }
+        gone
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConn;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<RedisConn, redis::RedisError> {
+        let conn = self.0.connect().await?;
+        Ok(RedisConn {
+            conn,
+            dead: Arc::default(),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), redis::RedisError> {
+        if conn.dead.load(Ordering::Relaxed) {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connection marked dead",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn has_broken(&self, conn: &mut RedisConn) -> bool {
+        conn.dead.load(Ordering::Relaxed)
+    }
+}
+
+/// Redis through a small pool of shared multiplexed connections.
 #[derive(Clone)]
 pub struct Redis {
     pub pool: RedisPool,
     client: redis::Client,
 }
-
-pub type RedisConn<'a> = bb8::PooledConnection<'a, RedisConnectionManager>;
 
 impl Redis {
     pub fn new(config: &RedisConfig) -> anyhow::Result<Redis> {
@@ -37,48 +94,31 @@ impl Redis {
         let pool = bb8::Pool::builder()
             .max_size(config.pool_size)
             .connection_timeout(CHECKOUT_TIMEOUT)
-            .test_on_check_out(false)
-            .build_unchecked(manager);
+            // Checks only the dead flag: no round trip.
+            .test_on_check_out(true)
+            .build_unchecked(RedisManager(manager));
         Ok(Redis { pool, client })
     }
 
+    /// A client for connections of one's own (e.g. blocking reads).
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
 
-    pub async fn get(&self) -> anyhow::Result<RedisConn<'_>> {
-        self.pool.get().await.context("no Redis connection")
-    }
-
-    /// After `error` on `conn`: when the connection itself is gone, put a fresh one in its
-    /// place and return `true` (the caller may retry once); otherwise `false`.
-    pub async fn heal(&self, conn: &mut RedisConn<'_>, error: &redis::RedisError) -> bool {
-        if !is_connection_error(error) {
-            return false;
-        }
-        match self.client.get_multiplexed_async_connection().await {
-            Ok(fresh) => {
-                **conn = fresh;
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "Redis reconnect failed");
-                false
-            }
-        }
+    /// A shared connection: the pool slot is given back at once, the clone stays usable.
+    pub async fn conn(&self) -> anyhow::Result<RedisConn> {
+        let pooled = self.pool.get().await.context("no Redis connection")?;
+        Ok(pooled.clone())
     }
 
     /// PING, for `/readyz`.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        let mut conn = self.get().await?;
-        let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.heal(&mut conn, &e).await;
-                Err(e).context("Redis PING")
-            }
+        let mut c = self.conn().await?;
+        let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c.conn).await;
+        if let Err(e) = &result {
+            c.failed(e);
         }
+        result.map(|_| ()).context("Redis PING")
     }
 }
 
@@ -118,16 +158,6 @@ pub async fn pg_connect(config: &PostgresConfig) -> anyhow::Result<tokio_postgre
         }
     });
     Ok(client)
-}
-
-/// PING through the pool, for `/readyz`.
-pub async fn redis_ping(pool: &RedisPool) -> anyhow::Result<()> {
-    let mut conn = pool.get().await.context("no Redis connection")?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut *conn)
-        .await
-        .context("Redis PING")?;
-    Ok(())
 }
 
 /// `SELECT 1` through the pool, for `/readyz`.

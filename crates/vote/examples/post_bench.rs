@@ -157,6 +157,18 @@ async fn main() -> anyhow::Result<()> {
         .arg("ballots")
         .query_async(&mut conn)
         .await?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    let per_call = |name: &str| -> String {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .and_then(|l| l.split(',').find(|f| f.starts_with("usec_per_call=")))
+            .map(|f| f.trim_start_matches("usec_per_call=").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     let pct = |p: f64| {
         latencies
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
@@ -173,6 +185,11 @@ async fn main() -> anyhow::Result<()> {
     println!("refused            {refused}");
     println!("in the stream      {queued}");
     println!("latency p50/p99    {:?} / {:?}", pct(0.50), pct(0.99));
+    println!(
+        "redis usec/call    evalsha {}, xadd {}",
+        per_call("evalsha"),
+        per_call("xadd")
+    );
     anyhow::ensure!(
         queued == accepted,
         "{accepted} votes answered 202 but {queued} are in the stream"

@@ -49,7 +49,6 @@ impl Queue {
 
     /// Appends one ballot; the stream entry ID is the ballot's id and version.
     pub async fn append(&self, voter: &VoterId, vote: &OptionKey) -> Result<EntryId, QueueError> {
-        let mut conn = self.redis.get().await.map_err(QueueError::Unavailable)?;
         let mut invocation = self.script.key(&self.stream);
         invocation
             .arg(self.max_backlog)
@@ -57,14 +56,19 @@ impl Queue {
             .arg(voter.as_str())
             .arg(FIELD_VOTE)
             .arg(vote.as_str());
+        let mut c = self.redis.conn().await.map_err(QueueError::Unavailable)?;
         let mut result: redis::RedisResult<Option<String>> =
-            invocation.invoke_async(&mut *conn).await;
+            invocation.invoke_async(&mut c.conn).await;
         if let Err(e) = &result
-            && self.redis.heal(&mut conn, e).await
+            && c.failed(e)
         {
-            // The connection had died (Redis restarted, say): one retry on the fresh one. A
+            // The connection had died (Redis restarted, say): one retry on a fresh one. A
             // duplicate entry is harmless, since the newer entry of a voter wins.
-            result = invocation.invoke_async(&mut *conn).await;
+            c = self.redis.conn().await.map_err(QueueError::Unavailable)?;
+            result = invocation.invoke_async(&mut c.conn).await;
+            if let Err(e) = &result {
+                c.failed(e);
+            }
         }
         match result {
             Ok(Some(id)) => EntryId::parse(&id).ok_or_else(|| {
