@@ -1,0 +1,70 @@
+//! The result service: the live results page. Tallies are read from PostgreSQL by one feed
+//! connection and pushed to every open browser over a WebSocket within milliseconds of the
+//! worker's commit. It never writes to PostgreSQL (except applying the schema at start).
+//!
+//! # Layout
+//! - [`routes`]: the router (every route is listed at its top) and the plain handlers.
+//! - [`feed`]: the dedicated `LISTEN` connection that reads `tallies` and publishes snapshots
+//!   through a `tokio::sync::watch` channel.
+//! - [`snapshot`]: one tally and its JSON, serialized once for every socket.
+//! - [`socket`]: the WebSocket handshake and the per-socket task.
+//! - [`page`]: the askama template of the page, its stylesheet and script.
+#![forbid(unsafe_code)]
+
+pub mod feed;
+pub mod page;
+pub mod routes;
+pub mod snapshot;
+pub mod socket;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use common::config::Config;
+use tokio::net::TcpListener;
+
+use crate::feed::{Feed, FeedStats};
+use crate::socket::Hub;
+
+/// Serves the result service on `listener` until `shutdown` completes; then closes every
+/// socket (1001) and stops the feed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let stats = Arc::new(FeedStats::default());
+    let (feed, snapshots) = Feed::new(&config, stats.clone())?;
+    let hub = Arc::new(Hub::new(config.result.max_sockets));
+    let feed_task = tokio::spawn(feed.run(hub.stop_signal()));
+    let heartbeat = tokio::spawn({
+        let hub = hub.clone();
+        let mut stop = hub.stop_signal();
+        async move {
+            let start = tokio::time::Instant::now() + socket::PING_INTERVAL;
+            let mut ticks = tokio::time::interval_at(start, socket::PING_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => hub.beat(),
+                    _ = socket::stopped(&mut stop) => return,
+                }
+            }
+        }
+    });
+
+    let state = Arc::new(routes::State::new(&config, snapshots, hub.clone(), stats));
+    let limits = common::http::Limits::from(&config.http);
+    let grace = limits.shutdown_grace;
+    let served = common::http::serve(
+        listener,
+        limits,
+        move |req, _peer| routes::handle(state.clone(), req),
+        shutdown,
+    )
+    .await;
+
+    hub.shut_down(grace).await;
+    feed_task.abort();
+    heartbeat.abort();
+    served
+}

@@ -1,0 +1,264 @@
+//! The result service's router.
+//!
+//! | method     | path                 | answer |
+//! |------------|----------------------|--------|
+//! | GET, HEAD  | `/`                  | the results page, rendered with the current tally |
+//! | GET        | `/ws`                | WebSocket: the current snapshot, then every new one |
+//! | GET, HEAD  | `/api/tally`         | the current snapshot as JSON |
+//! | GET, HEAD  | `/static/result.css` | the stylesheet |
+//! | GET, HEAD  | `/static/result.js`  | the page's script |
+//! | GET, HEAD  | `/healthz`           | `200` while the process serves |
+//! | GET, HEAD  | `/readyz`            | `200` when the feed holds a fresh tally, else `503` naming why |
+//! | GET        | `/metrics`           | Prometheus text |
+//!
+//! Anything else is `404`, or `405` with `Allow` on a known path. Nothing here touches
+//! PostgreSQL: every answer reads the feed's latest snapshot.
+
+use std::sync::Arc;
+
+use ::http::header::{self, HeaderValue};
+use ::http::{Method, Request, StatusCode};
+use askama::Template;
+use bytes::Bytes;
+use common::config::Config;
+use common::http::{self as web, Resp};
+use common::metrics::{Counter, Exposition};
+use common::options::Options;
+use hyper::body::Incoming;
+use tokio::sync::watch;
+
+use crate::feed::FeedStats;
+use crate::page::{ResultPage, SCRIPT_JS, STYLE_CSS};
+use crate::snapshot::Snapshot;
+use crate::socket::{self, Hub};
+
+/// Everything the handlers share.
+pub struct State {
+    options: Options,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    hub: Arc<Hub>,
+    feed: Arc<FeedStats>,
+    pages: Counter,
+    api: Counter,
+}
+
+impl State {
+    pub fn new(
+        config: &Config,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        hub: Arc<Hub>,
+        feed: Arc<FeedStats>,
+    ) -> State {
+        State {
+            options: config.options(),
+            snapshots,
+            hub,
+            feed,
+            pages: Counter::default(),
+            api: Counter::default(),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+/// Routes one request.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
+    let mut resp = route(&state, req);
+    web::harden(&mut resp);
+    resp
+}
+
+fn route(state: &State, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    match (req.uri().path(), method) {
+        ("/", Method::GET | Method::HEAD) => page(state),
+        ("/ws", Method::GET) => socket::upgrade(&state.hub, &state.snapshots, req),
+        ("/api/tally", Method::GET | Method::HEAD) => tally(state),
+        ("/static/result.css", Method::GET | Method::HEAD) => {
+            asset("text/css; charset=utf-8", STYLE_CSS)
+        }
+        ("/static/result.js", Method::GET | Method::HEAD) => {
+            asset("text/javascript; charset=utf-8", SCRIPT_JS)
+        }
+        ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
+        ("/readyz", Method::GET | Method::HEAD) => readyz(state),
+        ("/metrics", Method::GET) => web::metrics(metrics(state)),
+        ("/ws" | "/metrics", _) => web::method_not_allowed("GET"),
+        (
+            "/" | "/api/tally" | "/static/result.css" | "/static/result.js" | "/healthz"
+            | "/readyz",
+            _,
+        ) => web::method_not_allowed("GET, HEAD"),
+        _ => web::not_found(),
+    }
+}
+
+fn no_store(mut resp: Resp) -> Resp {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn page(state: &State) -> Resp {
+    state.pages.inc();
+    let snapshot = state.snapshot();
+    match ResultPage::new(&state.options, &snapshot).render() {
+        Ok(body) => no_store(web::html(StatusCode::OK, body)),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering the results page failed");
+            web::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+        }
+    }
+}
+
+fn tally(state: &State) -> Resp {
+    state.api.inc();
+    let json = Bytes::from(state.snapshot().json().clone());
+    no_store(web::respond(StatusCode::OK, "application/json", json))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Resp {
+    let mut resp = web::respond(StatusCode::OK, content_type, body);
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
+}
+
+fn readyz(state: &State) -> Resp {
+    let mut problems = Vec::new();
+    if state.snapshot().stale {
+        let why = state
+            .feed
+            .error()
+            .unwrap_or_else(|| "no tally read yet".to_string());
+        problems.push(format!("postgres: {why}"));
+    }
+    web::readiness(&problems)
+}
+
+fn metrics(state: &State) -> String {
+    let hub = &state.hub;
+    let feed = &state.feed;
+    let snapshot = state.snapshot();
+    let mut e = Exposition::default();
+    e.gauge(
+        "result_sockets_open",
+        "WebSockets open now.",
+        hub.open() as u64,
+    )
+    .counter(
+        "result_sockets_opened_total",
+        "WebSockets opened.",
+        hub.opened.get(),
+    )
+    .labeled_counter(
+        "result_sockets_refused_total",
+        "WebSocket requests refused before upgrading, by reason.",
+        "reason",
+        &[
+            ("full", hub.refused_full.get()),
+            ("cross_origin", hub.refused_cross_origin.get()),
+            ("not_websocket", hub.refused_not_websocket.get()),
+        ],
+    )
+    .labeled_counter(
+        "result_sockets_dropped_total",
+        "WebSockets ended by the server, by reason.",
+        "reason",
+        &[
+            ("slow", hub.dropped_slow.get()),
+            ("no_pong", hub.dropped_dead.get()),
+            ("too_large", hub.closed_too_large.get()),
+            ("protocol", hub.closed_protocol.get()),
+        ],
+    )
+    .counter(
+        "result_frames_sent_total",
+        "Snapshot frames sent to sockets.",
+        hub.frames.get(),
+    )
+    .counter(
+        "result_snapshots_published_total",
+        "Snapshots published to the sockets.",
+        feed.published.get(),
+    )
+    .gauge(
+        "result_snapshot_version",
+        "Version of the current snapshot.",
+        snapshot.version,
+    )
+    .gauge(
+        "result_snapshot_stale",
+        "1 while the current snapshot could not be confirmed with PostgreSQL.",
+        u64::from(snapshot.stale),
+    )
+    .gauge(
+        "result_votes_total",
+        "Votes in the current snapshot.",
+        snapshot.total,
+    )
+    .counter(
+        "result_notifications_received_total",
+        "NOTIFY messages received from the worker.",
+        feed.notifications.get(),
+    )
+    .labeled_counter(
+        "result_refreshes_total",
+        "Reads of the tallies table, by trigger.",
+        "trigger",
+        &[
+            ("notify", feed.refreshes_notify.get()),
+            ("poll", feed.refreshes_poll.get()),
+            ("connect", feed.refreshes_connect.get()),
+        ],
+    )
+    .counter(
+        "result_notify_lag_microseconds_sum",
+        "Sum of the delays from a notification's arrival to the publication of its snapshot.",
+        feed.lag_sum_us.get(),
+    )
+    .counter(
+        "result_notify_lag_count",
+        "Snapshots published because of a notification.",
+        feed.lag_count.get(),
+    )
+    .gauge(
+        "result_notify_lag_microseconds_last",
+        "The last notification-to-publication delay.",
+        feed.lag_last_us.get(),
+    )
+    .gauge(
+        "result_notify_lag_microseconds_max",
+        "The largest notification-to-publication delay.",
+        feed.lag_max_us.get(),
+    )
+    .counter(
+        "result_feed_connects_total",
+        "Connections of the feed to PostgreSQL.",
+        feed.connects.get(),
+    )
+    .counter(
+        "result_feed_failures_total",
+        "Feed connections lost or failed.",
+        feed.failures.get(),
+    )
+    .counter(
+        "result_pages_total",
+        "Results pages served.",
+        state.pages.get(),
+    )
+    .counter(
+        "result_api_requests_total",
+        "GET /api/tally answered.",
+        state.api.get(),
+    );
+    e.finish()
+}

@@ -1,0 +1,19 @@
+//! Integration tests of the result service: the real service over real HTTP and real
+//! WebSockets on port 0, against a throwaway PostgreSQL per test (and Redis, the vote service
+//! and the worker where a vote travels the whole way). No mocks.
+//!
+//! - [`helpers`]: the infrastructure, the app, the WebSocket client, polling with a deadline.
+//! - [`page`]: the page and its assets, without JavaScript; labels from the configuration.
+//! - [`live`]: votes reaching open sockets; tallies equal the count of votes; same options as vote.
+//! - [`scale`]: a thousand sockets at once, and a client that never reads.
+//! - [`outage`]: PostgreSQL down and back under an open socket.
+//! - [`bad_input`]: refused handshakes, the socket cap, oversized messages, 404 and 405.
+//! - [`ops`]: health, readiness, metrics, starting without PostgreSQL, shutdown.
+
+mod bad_input;
+mod helpers;
+mod live;
+mod ops;
+mod outage;
+mod page;
+mod scale;
