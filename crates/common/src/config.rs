@@ -242,7 +242,7 @@ impl Config {
                 secure_cookie: false,
             },
             worker: WorkerConfig {
-                batch_size: 1000,
+                batch_size: 4000,
                 block_ms: 1000,
                 claim_idle_ms: 10_000,
                 claim_interval_ms: 5_000,

@@ -1,7 +1,7 @@
 //! Benchmark: how fast the worker drains a backlog of queued votes into PostgreSQL.
 //!
 //! `cargo run --release -p worker --example drain_bench -- [VOTES] [BATCH]` (defaults 100000
-//! and 1000). Starts a throwaway redis-server and PostgreSQL (testkit) on 127.0.0.1, queues
+//! and the configured default of `worker.batch_size`). Starts a throwaway redis-server and PostgreSQL (testkit) on 127.0.0.1, queues
 //! VOTES ballots from distinct voters, then times a worker draining them, step by step as in
 //! production. The reference is one `INSERT … SELECT unnest` of the same rows into a plain
 //! table on the same server: the ratio is what the worker's Redis round trips, parsing,
@@ -21,7 +21,11 @@ async fn main() -> anyhow::Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(100_000);
-    let batch: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    let batch: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(Config::defaults(Service::Worker).worker.batch_size);
 
     let redis = testkit::Redis::start()?;
     let pg = testkit::Postgres::start()?;
