@@ -42,7 +42,9 @@ fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     match exe.parent().and_then(|p| p.parent()).map(|p| p.join(name)) {
         Some(p) if p.exists() => Ok(p),
-        _ => anyhow::bail!("{name} not found: run `cargo build --release -p vote -p worker -p result` first"),
+        _ => anyhow::bail!(
+            "{name} not found: run `cargo build --release -p vote -p worker -p result` first"
+        ),
     }
 }
 
@@ -86,7 +88,12 @@ impl Conn {
         Ok(Conn(sender))
     }
 
-    async fn send(&mut self, method: Method, path: &str, body: &'static [u8]) -> anyhow::Result<StatusCode> {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: &'static [u8],
+    ) -> anyhow::Result<StatusCode> {
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -144,14 +151,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Sends `count` probe votes one at a time; returns each one's 202 -> frame time.
-async fn freshness(vote: SocketAddr, socket: &mut watch::Receiver<(u64, Instant)>, count: u64) -> anyhow::Result<Vec<Duration>> {
+async fn freshness(
+    vote: SocketAddr,
+    socket: &mut watch::Receiver<(u64, Instant)>,
+    count: u64,
+) -> anyhow::Result<Vec<Duration>> {
     let mut conn = Conn::open(vote).await?;
     let mut lags = Vec::new();
     for _ in 0..count {
         let target = socket.borrow().0 + 1;
         conn.vote(br#"{"vote":"c"}"#).await?;
         let accepted = Instant::now();
-        let (_, seen) = *tokio::time::timeout(Duration::from_secs(10), socket.wait_for(|(n, _)| *n >= target)).await??;
+        let (_, seen) = *tokio::time::timeout(
+            Duration::from_secs(10),
+            socket.wait_for(|(n, _)| *n >= target),
+        )
+        .await??;
         lags.push(seen.saturating_duration_since(accepted));
     }
     lags.sort();
@@ -160,11 +175,19 @@ async fn freshness(vote: SocketAddr, socket: &mut watch::Receiver<(u64, Instant)
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sockets: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+    let sockets: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let redis = testkit::Redis::start()?;
     let pg = testkit::Postgres::start()?;
     let db = pg.create_database().await?;
-    let ports = [testkit::free_port(), testkit::free_port(), testkit::free_port()];
+    let ports = [
+        testkit::free_port(),
+        testkit::free_port(),
+        testkit::free_port(),
+    ];
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (vote_addr, worker_addr, result_addr) = (addr(ports[0]), addr(ports[1]), addr(ports[2]));
     let _worker = spawn("worker", ports[1], &redis.url(), &db)?;
@@ -194,7 +217,12 @@ async fn main() -> anyhow::Result<()> {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
-                conn.vote(if n % 2 == 0 { br#"{"vote":"a"}"# } else { br#"{"vote":"b"}"# }).await?;
+                conn.vote(if n % 2 == 0 {
+                    br#"{"vote":"a"}"#
+                } else {
+                    br#"{"vote":"b"}"#
+                })
+                .await?;
                 sent.fetch_add(1, Ordering::Relaxed);
                 n += 1;
             }
@@ -208,12 +236,14 @@ async fn main() -> anyhow::Result<()> {
     for t in load {
         t.await??;
     }
-    let background_rate = background_sent.load(Ordering::Relaxed) as f64 / load_started.elapsed().as_secs_f64();
+    let background_rate =
+        background_sent.load(Ordering::Relaxed) as f64 / load_started.elapsed().as_secs_f64();
 
     // 2. Many sockets.
     let opened_at = Instant::now();
     let mut receivers = Vec::with_capacity(sockets);
-    let mut opening = futures_util::stream::iter((0..sockets).map(|_| probe_socket(result_addr))).buffer_unordered(256);
+    let mut opening = futures_util::stream::iter((0..sockets).map(|_| probe_socket(result_addr)))
+        .buffer_unordered(256);
     while let Some(rx) = opening.next().await {
         receivers.push(rx?);
     }
@@ -229,7 +259,9 @@ async fn main() -> anyhow::Result<()> {
     let accepted = Instant::now();
     let mut last = accepted;
     for rx in &mut receivers {
-        let (_, seen) = *tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|(n, _)| *n >= target)).await??;
+        let (_, seen) =
+            *tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|(n, _)| *n >= target))
+                .await??;
         last = last.max(seen);
     }
     let fan_out = last.saturating_duration_since(accepted);
@@ -271,7 +303,9 @@ async fn main() -> anyhow::Result<()> {
         ms(*loaded.last().unwrap()),
         loaded.len()
     );
-    println!("sockets                         {sockets} opened in {open_secs:.1} s, result RSS {rss_sockets:.1} MB");
+    println!(
+        "sockets                         {sockets} opened in {open_secs:.1} s, result RSS {rss_sockets:.1} MB"
+    );
     println!("vote 202 -> frame on all sockets {:.1} ms", ms(fan_out));
     println!("GET /api/tally, 64 connections  {tally_rate:.0} requests/s");
     Ok(())
