@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
-                conn.vote(if n % 2 == 0 {
+                conn.vote(if n.is_multiple_of(2) {
                     br#"{"vote":"a"}"#
                 } else {
                     br#"{"vote":"b"}"#
