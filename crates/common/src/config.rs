@@ -72,6 +72,7 @@ pub struct Config {
     pub vote: VoteConfig,
     pub worker: WorkerConfig,
     pub result: ResultConfig,
+    pub voting: VotingConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -118,6 +119,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Grace period for open requests on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Believe the proxy in front (Nginx) about the scheme the browser used: with
+    /// `X-Forwarded-Proto: https`, vote marks its cookies `Secure` and result expects an
+    /// `https://` origin on its WebSocket. Off: the header is ignored (any client can send it).
+    pub trust_proxy: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +167,19 @@ pub struct ResultConfig {
     pub max_sockets: usize,
     /// The safety poll: tallies are re-read this often even without a notification.
     pub poll_interval_ms: u64,
+}
+
+/// The all-in-one `voting` binary: the Redis and PostgreSQL it starts itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VotingConfig {
+    /// Where the Redis and PostgreSQL it starts keep their data; empty means
+    /// `$XDG_DATA_HOME/voting`, else `~/.local/share/voting` (as root: `/var/lib/voting`,
+    /// which the `postgres` user can reach).
+    pub data_dir: String,
+    /// Start and supervise Redis and PostgreSQL when their URL names this machine and
+    /// nothing answers there.
+    pub supervise: bool,
 }
 
 macro_rules! url_newtype {
@@ -234,6 +252,7 @@ impl Config {
                 body_timeout_ms: 10_000,
                 max_body_bytes: 4096,
                 shutdown_grace_ms: 10_000,
+                trust_proxy: false,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -251,6 +270,10 @@ impl Config {
             result: ResultConfig {
                 max_sockets: 20_000,
                 poll_interval_ms: 5_000,
+            },
+            voting: VotingConfig {
+                data_dir: String::new(),
+                supervise: true,
             },
         }
     }
@@ -625,12 +648,45 @@ mod tests {
     }
 
     #[test]
+    fn trust_proxy_is_off_unless_asked_for() {
+        Jail::expect_with(|jail| {
+            assert!(!load(None).unwrap().http.trust_proxy);
+            jail.create_file("v.toml", "[http]\ntrust_proxy = true\n")?;
+            assert!(load(Some("v.toml")).unwrap().http.trust_proxy);
+            jail.set_env("VOTING_HTTP__TRUST_PROXY", "false");
+            assert!(!load(Some("v.toml")).unwrap().http.trust_proxy);
+            jail.set_env("VOTING_HTTP__TRUST_PROXY", "maybe");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "http.trust_proxy");
+            assert!(e.origin.contains("VOTING_HTTP__TRUST_PROXY"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn result_settings_are_checked() {
         Jail::expect_with(|jail| {
             assert_eq!(load(None).unwrap().result.max_sockets, 20_000);
             jail.set_env("VOTING_RESULT__POLL_INTERVAL_MS", "0");
             let e = load(None).unwrap_err();
             assert_eq!(e.key, "result.poll_interval_ms");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn voting_settings_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load(None).unwrap();
+            assert_eq!(c.voting.data_dir, "");
+            assert!(c.voting.supervise);
+            jail.set_env("VOTING_VOTING__DATA_DIR", "/srv/voting");
+            jail.set_env("VOTING_VOTING__SUPERVISE", "false");
+            let c = load(None).unwrap();
+            assert_eq!(c.voting.data_dir, "/srv/voting");
+            assert!(!c.voting.supervise);
+            jail.set_env("VOTING_VOTING__SUPERVISE", "sometimes");
+            assert_eq!(load(None).unwrap_err().key, "voting.supervise");
             Ok(())
         });
     }

@@ -50,6 +50,22 @@ where
     F: FnOnce(Config, TcpListener, ShutdownSignal) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    main_with(
+        service,
+        |_| Ok(()),
+        |config, (), listener, shutdown| run(config, listener, shutdown),
+    )
+}
+
+/// Like [`main`], with a check between reading the configuration and logging or binding
+/// anything: `prepare` looks at the configuration and the machine, and what it finds is handed
+/// to `run`. Its error, one line, is printed alone and stops the binary with exit code 1.
+pub fn main_with<P, T, F, Fut>(service: Service, prepare: P, run: F) -> ExitCode
+where
+    P: FnOnce(&Config) -> Result<T, String>,
+    F: FnOnce(Config, T, TcpListener, ShutdownSignal) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let name = service.name();
     let config = match Args::parse(std::env::args().skip(1))
         .map_err(|e| format!("invalid command line: {e}"))
@@ -61,6 +77,13 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let prepared = match prepare(&config) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     crate::telemetry::init(config.log.format);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
     let result = runtime.block_on(async move {
@@ -68,7 +91,7 @@ where
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         tracing::info!(service = name, listen = %listener.local_addr()?, "listening");
-        run(config, listener, shutdown_signal()).await
+        run(config, prepared, listener, shutdown_signal()).await
     });
     match result {
         Ok(()) => {

@@ -19,9 +19,11 @@ pub mod socket;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::config::Config;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::feed::{Feed, FeedStats};
 use crate::socket::Hub;
@@ -33,26 +35,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let stats = Arc::new(FeedStats::default());
-    let (feed, snapshots) = Feed::new(&config, stats.clone())?;
-    let hub = Arc::new(Hub::new(config.result.max_sockets));
-    let feed_task = tokio::spawn(feed.run(hub.stop_signal()));
-    let heartbeat = tokio::spawn({
-        let hub = hub.clone();
-        let mut stop = hub.stop_signal();
-        async move {
-            let start = tokio::time::Instant::now() + socket::PING_INTERVAL;
-            let mut ticks = tokio::time::interval_at(start, socket::PING_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => hub.beat(),
-                    _ = socket::stopped(&mut stop) => return,
-                }
-            }
-        }
-    });
-
-    let state = Arc::new(routes::State::new(&config, snapshots, hub.clone(), stats));
+    let service = Service::start(&config)?;
+    let state = service.state();
     let limits = common::http::Limits::from(&config.http);
     let grace = limits.shutdown_grace;
     let served = common::http::serve(
@@ -62,9 +46,59 @@ pub async fn run(
         shutdown,
     )
     .await;
-
-    hub.shut_down(grace).await;
-    feed_task.abort();
-    heartbeat.abort();
+    service.stop(grace).await;
     served
+}
+
+/// The result service without a listener: the feed, the sockets' hub and the routes' state,
+/// so that another server (the all-in-one `voting` binary) can serve [`routes::handle`].
+pub struct Service {
+    state: Arc<routes::State>,
+    hub: Arc<Hub>,
+    feed: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl Service {
+    /// Starts the feed and the sockets' heartbeat (inside a tokio runtime); nothing connects
+    /// before the feed's first attempt.
+    pub fn start(config: &Config) -> anyhow::Result<Service> {
+        let stats = Arc::new(FeedStats::default());
+        let (feed, snapshots) = Feed::new(config, stats.clone())?;
+        let hub = Arc::new(Hub::new(config.result.max_sockets));
+        let feed = tokio::spawn(feed.run(hub.stop_signal()));
+        let heartbeat = tokio::spawn({
+            let hub = hub.clone();
+            let mut stop = hub.stop_signal();
+            async move {
+                let start = tokio::time::Instant::now() + socket::PING_INTERVAL;
+                let mut ticks = tokio::time::interval_at(start, socket::PING_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => hub.beat(),
+                        _ = socket::stopped(&mut stop) => return,
+                    }
+                }
+            }
+        });
+        let state = Arc::new(routes::State::new(config, snapshots, hub.clone(), stats));
+        Ok(Service {
+            state,
+            hub,
+            feed,
+            heartbeat,
+        })
+    }
+
+    /// What [`routes::handle`] needs.
+    pub fn state(&self) -> Arc<routes::State> {
+        self.state.clone()
+    }
+
+    /// Closes every socket (1001, waiting up to `grace` for them) and stops the feed.
+    pub async fn stop(self, grace: Duration) {
+        self.hub.shut_down(grace).await;
+        self.feed.abort();
+        self.heartbeat.abort();
+    }
 }

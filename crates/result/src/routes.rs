@@ -38,6 +38,8 @@ pub struct State {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     hub: Arc<Hub>,
     feed: Arc<FeedStats>,
+    /// Believe `X-Forwarded-Proto` (`http.trust_proxy`).
+    trust_proxy: bool,
     pages: Counter,
     api: Counter,
 }
@@ -54,6 +56,7 @@ impl State {
             snapshots,
             hub,
             feed,
+            trust_proxy: config.http.trust_proxy,
             pages: Counter::default(),
             api: Counter::default(),
         }
@@ -75,7 +78,13 @@ fn route(state: &State, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     match (req.uri().path(), method) {
         ("/", Method::GET | Method::HEAD) => page(state),
-        ("/ws", Method::GET) => socket::upgrade(&state.hub, &state.snapshots, req),
+        ("/ws", Method::GET) => {
+            let scheme = state
+                .trust_proxy
+                .then(|| web::forwarded_proto(req.headers()))
+                .flatten();
+            socket::upgrade(&state.hub, &state.snapshots, scheme, req)
+        }
         ("/api/tally", Method::GET | Method::HEAD) => tally(state),
         ("/static/result.css", Method::GET | Method::HEAD) => {
             asset("text/css; charset=utf-8", STYLE_CSS)
@@ -133,6 +142,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Resp {
 }
 
 fn readyz(state: &State) -> Resp {
+    web::readiness(&problems(state))
+}
+
+/// What keeps the service from being ready (no fresh tally from PostgreSQL); empty when ready.
+pub fn problems(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     if state.snapshot().stale {
         let why = state
@@ -141,10 +155,11 @@ fn readyz(state: &State) -> Resp {
             .unwrap_or_else(|| "no tally read yet".to_string());
         problems.push(format!("postgres: {why}"));
     }
-    web::readiness(&problems)
+    problems
 }
 
-fn metrics(state: &State) -> String {
+/// The service's Prometheus text (`GET /metrics`).
+pub fn metrics(state: &State) -> String {
     let hub = &state.hub;
     let feed = &state.feed;
     let snapshot = state.snapshot();

@@ -4,7 +4,9 @@
 //! - Refused before upgrading: not a WebSocket request (426 with `Upgrade: websocket`), an
 //!   unsupported version (426 with `Sec-WebSocket-Version: 13`), no key (400), an `Origin`
 //!   whose host is not this `Host` (403; no `Origin` at all is a non-browser client and
-//!   allowed), more than `result.max_sockets` open (503).
+//!   allowed), more than `result.max_sockets` open (503). The origin's scheme is checked too
+//!   when a trusted proxy says which one the browser used (`http.trust_proxy` and
+//!   `X-Forwarded-Proto`); otherwise `http://` and `https://` origins both match.
 //! - A socket's task waits on the feed's `watch` receiver and sends the newest snapshot's
 //!   pre-serialized JSON: a slow client skips snapshots, never queues them. A send that
 //!   does not complete within [`SEND_TIMEOUT`] drops the client, and the write buffer is
@@ -177,13 +179,15 @@ impl Refusal {
     }
 }
 
-/// Answers a `GET /ws`: `101 Switching Protocols` and a socket task, or a refusal.
+/// Answers a `GET /ws`: `101 Switching Protocols` and a socket task, or a refusal. `scheme` is
+/// the one the browser used (`http` or `https`) when a trusted proxy says so.
 pub fn upgrade(
     hub: &Arc<Hub>,
     snapshots: &watch::Receiver<Arc<Snapshot>>,
+    scheme: Option<&str>,
     mut req: Request<Incoming>,
 ) -> Resp {
-    let accepted = check_handshake(req.headers()).and_then(|accept| {
+    let accepted = check_handshake(req.headers(), scheme).and_then(|accept| {
         let permit = hub.try_reserve().ok_or(Refusal::Full)?;
         Ok((accept, permit))
     });
@@ -224,7 +228,7 @@ pub fn upgrade(
 
 /// Checks an upgrade request (RFC 6455, section 4.2.1) and its origin; returns the value of
 /// `Sec-WebSocket-Accept`.
-fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
+fn check_handshake(headers: &HeaderMap, scheme: Option<&str>) -> Result<HeaderValue, Refusal> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -245,7 +249,7 @@ fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| k.len() == 24 && k.as_bytes().ends_with(b"=="))
         .ok_or(Refusal::Key)?;
-    if !same_origin(headers) {
+    if !same_origin(headers, scheme) {
         return Err(Refusal::CrossOrigin);
     }
     let accept = derive_accept_key(key.as_bytes());
@@ -253,19 +257,25 @@ fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
 }
 
 /// Whether the `Origin` (if any) names this host. A `Host` without a port (a proxy passing
-/// `$host`) matches on the name alone; default ports are ignored.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// `$host`) matches on the name alone; default ports are ignored. With `scheme` (what a
+/// trusted proxy says the browser used), the origin's scheme must be that one.
+fn same_origin(headers: &HeaderMap, scheme: Option<&str>) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Some((scheme, authority)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+    let Some((scheme_of_origin, authority)) =
+        origin.to_str().ok().and_then(|o| o.split_once("://"))
+    else {
         return false; // "null" or garbage
     };
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
+    let origin_scheme = scheme_of_origin.to_ascii_lowercase();
+    if scheme.is_some_and(|used| used != origin_scheme) {
+        return false;
+    }
+    let default_port = match origin_scheme.as_str() {
         "http" => "80",
         "https" => "443",
         _ => return false,
@@ -462,30 +472,31 @@ mod tests {
     fn accept_key_is_the_rfc_example() {
         let mut h = headers(&UPGRADE);
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
-        let accept = check_handshake(&h).unwrap();
+        let accept = check_handshake(&h, None).unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
     fn refuses_what_is_not_an_upgrade() {
         assert!(matches!(
-            check_handshake(&headers(&[])),
+            check_handshake(&headers(&[]), None),
             Err(Refusal::NotWebSocket)
         ));
         let mut h = headers(&UPGRADE);
         h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
-        assert!(matches!(check_handshake(&h), Err(Refusal::Version)));
+        assert!(matches!(check_handshake(&h, None), Err(Refusal::Version)));
         let mut h = headers(&UPGRADE);
         h.remove(header::SEC_WEBSOCKET_KEY);
-        assert!(matches!(check_handshake(&h), Err(Refusal::Key)));
+        assert!(matches!(check_handshake(&h, None), Err(Refusal::Key)));
     }
 
     #[test]
     fn origin_must_name_the_host() {
-        let check =
-            |origin: &str, host: &str| same_origin(&headers(&[("origin", origin), ("host", host)]));
+        let check = |origin: &str, host: &str| {
+            same_origin(&headers(&[("origin", origin), ("host", host)]), None)
+        };
         assert!(
-            same_origin(&headers(&[("host", "x")])),
+            same_origin(&headers(&[("host", "x")]), None),
             "no Origin: allowed"
         );
         assert!(check("http://127.0.0.1:8083", "127.0.0.1:8083"));
@@ -501,6 +512,34 @@ mod tests {
         assert!(!check("http://example.com.evil.example", "example.com"));
         assert!(!check("null", "example.com"));
         assert!(!check("file://example.com", "example.com"));
-        assert!(!same_origin(&headers(&[("origin", "http://x")])), "no Host");
+        assert!(
+            !same_origin(&headers(&[("origin", "http://x")]), None),
+            "no Host"
+        );
+    }
+
+    #[test]
+    fn a_scheme_from_a_trusted_proxy_must_be_the_origins() {
+        let check = |origin: &str, host: &str, scheme: &str| {
+            same_origin(
+                &headers(&[("origin", origin), ("host", host)]),
+                Some(scheme),
+            )
+        };
+        assert!(check("https://example.com", "example.com", "https"));
+        assert!(check("https://example.com", "example.com:443", "https"));
+        assert!(check(
+            "https://example.com:8443",
+            "example.com:8443",
+            "https"
+        ));
+        assert!(check("http://127.0.0.1:8081", "127.0.0.1:8081", "http"));
+        assert!(!check("http://example.com", "example.com", "https"));
+        assert!(!check("https://example.com", "example.com", "http"));
+        assert!(!check("https://evil.example", "example.com", "https"));
+        assert!(
+            same_origin(&headers(&[("host", "x")]), Some("https")),
+            "no Origin: allowed"
+        );
     }
 }

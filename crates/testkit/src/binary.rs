@@ -10,11 +10,19 @@ const POSTGRES_BINARIES: &[&str] = &["initdb", "postgres", "pg_ctl", "pg_isready
 /// Where Debian/Ubuntu install versioned PostgreSQL server binaries.
 const POSTGRES_LIB_DIR: &str = "/usr/lib/postgresql";
 
+/// Where Debian puts programs that a user's `PATH` may lack (`/usr/sbin` is root's).
+const FIXED_LOCATIONS: &[(&str, &str)] = &[
+    ("nginx", "/usr/sbin/nginx"),
+    ("chromium", "/usr/bin/chromium"),
+    ("chromedriver", "/usr/bin/chromedriver"),
+];
+
 /// Finds the executable `name`.
 ///
 /// Searches every directory of `PATH` in order. For the PostgreSQL server
 /// programs (`initdb`, `postgres`, `pg_ctl`, `pg_isready`) it then also looks
-/// in `/usr/lib/postgresql/*/bin`, highest version first.
+/// in `/usr/lib/postgresql/*/bin`, highest version first; for `nginx`,
+/// `chromium` and `chromedriver`, where Debian installs them.
 ///
 /// # Errors
 ///
@@ -43,9 +51,21 @@ pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
         }
     }
 
+    let fixed = FIXED_LOCATIONS
+        .iter()
+        .find(|(program, _)| *program == name)
+        .map(|(_, path)| Path::new(path));
+    if let Some(path) = fixed
+        && is_executable(path)
+    {
+        return Ok(path.to_path_buf());
+    }
+
     let package = package_for(name);
     let searched = if is_postgres {
         format!("on PATH or in {POSTGRES_LIB_DIR}/*/bin")
+    } else if let Some(path) = fixed {
+        format!("on PATH or at {}", path.display())
     } else {
         "on PATH".to_owned()
     };
@@ -60,6 +80,8 @@ fn package_for(name: &str) -> &str {
         "redis-server" => "redis-server",
         "redis-cli" => "redis-tools",
         n if POSTGRES_BINARIES.contains(&n) || n == "psql" => "postgresql",
+        // The browser tests need both, whichever is missing.
+        "chromium" | "chromedriver" => "chromium chromium-driver",
         other => other,
     }
 }
@@ -115,5 +137,8 @@ mod tests {
         assert_eq!(package_for("pg_isready"), "postgresql");
         assert_eq!(package_for("redis-server"), "redis-server");
         assert_eq!(package_for("redis-cli"), "redis-tools");
+        assert_eq!(package_for("nginx"), "nginx");
+        assert_eq!(package_for("chromedriver"), "chromium chromium-driver");
+        assert_eq!(package_for("chromium"), "chromium chromium-driver");
     }
 }

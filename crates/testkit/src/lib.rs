@@ -1,8 +1,12 @@
-//! Dev-only helpers for integration tests: throwaway real servers.
+//! Dev-only helpers for integration tests: throwaway real servers, and a real browser.
 //!
 //! [`Redis`] and [`Postgres`] each start a private server process on a free
 //! port inside its own temporary directory and stop it when dropped, so tests
 //! running in parallel threads or processes never share state.
+//!
+//! [`Nginx`] serves the project's own routes (`nginx/routes.conf`) in front of
+//! services the test started, and [`Browser`] is a headless Chromium driven
+//! over WebDriver ([`fantoccini`]) for the end-to-end tests.
 //!
 //! The binaries are located with [`find_binary`]; when one is missing the
 //! error says which package to install.
@@ -17,7 +21,9 @@
 #![forbid(unsafe_code)]
 
 mod binary;
+mod browser;
 pub mod http;
+mod nginx;
 mod postgres;
 mod process;
 mod redis;
@@ -27,6 +33,9 @@ use std::net::TcpListener;
 use std::sync::{Mutex, Once};
 
 pub use binary::find_binary;
+pub use browser::{Browser, BrowserOptions};
+pub use fantoccini;
+pub use nginx::{Nginx, project_nginx_dir};
 pub use postgres::Postgres;
 pub use redis::Redis;
 

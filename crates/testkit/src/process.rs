@@ -100,6 +100,68 @@ pub(crate) fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends signal `name` to every process of the process group `pgid` (a child
+/// spawned with `process_group(0)` leads the group of its own id), children
+/// that it started included. Errors are ignored: the group may be gone.
+pub(crate) fn signal_group(pgid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg("-s")
+        .arg(name)
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits until no live process is left in the process group `pgid` (zombies
+/// awaiting their reaper do not count), for at most `timeout`. Reads `/proc`;
+/// `false` when some are still there.
+pub(crate) fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if live_in_group(pgid) == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many processes of group `pgid` are alive (not zombies), from `/proc/<pid>/stat`.
+fn live_in_group(pgid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| in_group_alive(stat, pgid))
+        .count()
+}
+
+/// Whether a `/proc/<pid>/stat` line is of a live process in group `pgid`:
+/// `pid (comm) state ppid pgrp ...`, where `comm` may hold spaces and parens.
+fn in_group_alive(stat: &str, pgid: u32) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    let _ppid = fields.next();
+    let group = fields.next().and_then(|g| g.parse::<u32>().ok());
+    group == Some(pgid) && !matches!(state, Some("Z" | "X"))
+}
+
 /// Polls `child` until it exits or `timeout` passes; `None` on timeout.
 pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -185,6 +247,15 @@ mod tests {
             LaunchError::from_log(anyhow::anyhow!("x"), "FATAL: something else"),
             LaunchError::Failed(_)
         ));
+    }
+
+    #[test]
+    fn process_groups_from_proc_stat() {
+        let stat = "4242 (chromium (x) a) S 4200 4100 4100 0 -1 4194560 1 0";
+        assert!(in_group_alive(stat, 4100));
+        assert!(!in_group_alive(stat, 4200));
+        assert!(!in_group_alive("4243 (chromium) Z 1 4100 4100 0", 4100));
+        assert!(!in_group_alive("garbage", 4100));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct State {
     hostname: String,
     limits: Limits,
     secure_cookie: bool,
+    /// Believe `X-Forwarded-Proto` (`http.trust_proxy`).
+    trust_proxy: bool,
     metrics: Metrics,
 }
 
@@ -67,6 +69,7 @@ impl State {
             hostname: common::host_name(),
             limits: Limits::from(&config.http),
             secure_cookie: config.vote.secure_cookie,
+            trust_proxy: config.http.trust_proxy,
             metrics: Metrics::default(),
         })
     }
@@ -217,6 +220,7 @@ fn render(page: VotePage<'_>, status: StatusCode) -> Resp {
 
 async fn form_vote(state: &State, req: Request<Incoming>) -> Resp {
     let choice = input::cookie(req.headers(), CHOICE_COOKIE).map(str::to_owned);
+    let secure = secure_cookies(state, &req);
     match accept(
         state,
         req,
@@ -229,7 +233,7 @@ async fn form_vote(state: &State, req: Request<Incoming>) -> Resp {
             let mut resp = web::text(StatusCode::SEE_OTHER, "vote queued");
             resp.headers_mut()
                 .insert(header::LOCATION, HeaderValue::from_static("./"));
-            set_cookies(state, &mut resp, &accepted);
+            set_cookies(&mut resp, &accepted, secure);
             resp
         }
         Err(refusal) => {
@@ -249,6 +253,7 @@ struct VoteAnswer<'a> {
 }
 
 async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
+    let secure = secure_cookies(state, &req);
     match accept(state, req, "application/json", input::json_vote).await {
         Ok(accepted) => {
             let answer = VoteAnswer {
@@ -257,7 +262,7 @@ async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
                 ballot: accepted.ballot.to_string(),
             };
             let mut resp = web::json(StatusCode::ACCEPTED, &answer);
-            set_cookies(state, &mut resp, &accepted);
+            set_cookies(&mut resp, &accepted, secure);
             resp
         }
         Err(refusal) => {
@@ -275,8 +280,15 @@ async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
     }
 }
 
-fn set_cookies(state: &State, resp: &mut Resp, accepted: &Accepted) {
-    let secure = if state.secure_cookie { "; Secure" } else { "" };
+/// Whether the cookies get `Secure`: `vote.secure_cookie`, or a trusted proxy saying the browser
+/// came over HTTPS.
+fn secure_cookies(state: &State, req: &Request<Incoming>) -> bool {
+    state.secure_cookie
+        || (state.trust_proxy && web::forwarded_proto(req.headers()) == Some("https"))
+}
+
+fn set_cookies(resp: &mut Resp, accepted: &Accepted, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
     for (name, value) in [
         (VOTER_COOKIE, accepted.voter.as_str()),
         (CHOICE_COOKIE, accepted.key.as_str()),
@@ -291,14 +303,20 @@ fn set_cookies(state: &State, resp: &mut Resp, accepted: &Accepted) {
 }
 
 async fn readyz(state: &State) -> Resp {
+    web::readiness(&problems(state).await)
+}
+
+/// What keeps the service from being ready (Redis not answering); empty when ready.
+pub async fn problems(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(e) = state.queue.redis().ping().await {
         problems.push(format!("redis: {e:#}"));
     }
-    web::readiness(&problems)
+    problems
 }
 
-fn metrics(state: &State) -> String {
+/// The service's Prometheus text (`GET /metrics`).
+pub fn metrics(state: &State) -> String {
     let m = &state.metrics;
     let mut e = Exposition::default();
     e.counter(

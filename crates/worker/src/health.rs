@@ -29,6 +29,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
 }
 
 async fn readyz(shared: &Shared) -> Resp {
+    web::readiness(&problems(shared).await)
+}
+
+/// What keeps the worker from being ready (Redis or PostgreSQL not answering, the last step
+/// failed); empty when ready.
+pub async fn problems(shared: &Shared) -> Vec<String> {
     let (redis, pg) = tokio::join!(shared.redis.ping(), common::pools::pg_ping(&shared.pg));
     let mut problems = Vec::new();
     if let Err(e) = redis {
@@ -40,10 +46,11 @@ async fn readyz(shared: &Shared) -> Resp {
     if let Some(e) = shared.last_error.lock().expect("not poisoned").clone() {
         problems.push(format!("last batch failed: {e}"));
     }
-    web::readiness(&problems)
+    problems
 }
 
-fn metrics(shared: &Shared) -> String {
+/// The worker's Prometheus text (`GET /metrics`).
+pub fn metrics(shared: &Shared) -> String {
     let m = &shared.metrics;
     let mut e = Exposition::default();
     e.counter(

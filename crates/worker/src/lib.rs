@@ -25,14 +25,15 @@ use tokio::sync::watch;
 
 pub use worker::{StepOutcome, Worker};
 
-/// Runs the worker until `shutdown` completes. Shutdown is observed between batches: a batch
-/// in flight is committed and acknowledged (or not at all), never cut in half.
+/// Runs the worker until `shutdown` completes, with its health listener on `listener`.
+/// Shutdown is observed between batches: a batch in flight is committed and acknowledged (or
+/// not at all), never cut in half.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut worker = Worker::new(&config)?;
+    let worker = Worker::new(&config)?;
     tracing::info!(consumer = worker.consumer(), "worker starting");
     let shared = worker.shared();
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -45,7 +46,16 @@ pub async fn run(
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
+    run_loop(worker, shutdown).await;
+    let _ = stop_tx.send(true);
+    http.await??;
+    Ok(())
+}
 
+/// Steps `worker` until `shutdown` completes, without an HTTP listener (the all-in-one
+/// binary serves the health routes itself, from [`Worker::shared`]). A failed step is retried
+/// with capped backoff; shutdown is observed between batches.
+pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut stopping = false;
     let mut backoff = Backoff::default();
@@ -71,9 +81,6 @@ pub async fn run(
             }
         }
     }
-    let _ = stop_tx.send(true);
-    http.await??;
-    Ok(())
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, … up to 5 s.

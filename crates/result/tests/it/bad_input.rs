@@ -66,6 +66,54 @@ async fn cross_origin_sockets_are_forbidden() {
 }
 
 #[tokio::test]
+async fn a_trusted_proxy_names_the_scheme_the_origin_must_have() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f.merge(("http.trust_proxy", true))).await;
+    let https = format!("https://{}", app.addr);
+    let http = format!("http://{}", app.addr);
+
+    let mut secure = app
+        .socket_with(&[("origin", &https), ("x-forwarded-proto", "https")])
+        .await
+        .expect("an https origin opens when the proxy says https");
+    secure.next_tally().await;
+    let mut plain = app
+        .socket_with(&[("origin", &http), ("x-forwarded-proto", "http")])
+        .await
+        .expect("an http origin opens when the proxy says http");
+    plain.next_tally().await;
+
+    let refused = app
+        .socket_with(&[("origin", &http), ("x-forwarded-proto", "https")])
+        .await
+        .err()
+        .expect("an http origin is refused when the proxy says https");
+    assert_eq!(refusal_status(refused), StatusCode::FORBIDDEN);
+    let refused = app
+        .socket_with(&[
+            ("origin", "https://evil.example"),
+            ("x-forwarded-proto", "https"),
+        ])
+        .await
+        .err()
+        .expect("another host is refused whatever the scheme");
+    assert_eq!(refusal_status(refused), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn forwarded_proto_is_ignored_unless_the_proxy_is_trusted() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f).await;
+    let http = format!("http://{}", app.addr);
+
+    let mut socket = app
+        .socket_with(&[("origin", &http), ("x-forwarded-proto", "https")])
+        .await
+        .expect("the header means nothing from an untrusted client");
+    socket.next_tally().await;
+}
+
+#[tokio::test]
 async fn unknown_paths_and_wrong_methods() {
     let infra = Infra::start().await;
     let app = spawn_result(&infra, |f| f).await;

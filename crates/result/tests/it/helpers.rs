@@ -162,8 +162,13 @@ pub async fn spawn_result(infra: &Infra, tweak: impl FnOnce(Figment) -> Figment)
 }
 
 pub async fn spawn_result_with(config: Config) -> App {
-    testkit::init_logging();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_result_on(config, listener)
+}
+
+/// Starts the result service on `listener` (e.g. bound to the address of one just stopped).
+pub fn spawn_result_on(config: Config, listener: TcpListener) -> App {
+    testkit::init_logging();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(result::run(config, listener, async move {

@@ -9,8 +9,10 @@
 //! - [`outage`]: PostgreSQL down and back under an open socket.
 //! - [`bad_input`]: refused handshakes, the socket cap, oversized messages, 404 and 405.
 //! - [`ops`]: health, readiness, metrics, starting without PostgreSQL, shutdown.
+//! - [`e2e`]: the whole app in headless Chromium, through Nginx with the project's routes.
 
 mod bad_input;
+mod e2e;
 mod helpers;
 mod live;
 mod ops;

@@ -47,3 +47,11 @@ fn init_logging_can_be_called_repeatedly() {
     std::thread::spawn(testkit::init_logging).join().unwrap();
     tracing::info!("logging initialised (visible with TEST_LOG=1)");
 }
+
+#[test]
+fn finds_nginx_and_the_browser() {
+    for name in ["nginx", "chromium", "chromedriver"] {
+        let path = testkit::find_binary(name).unwrap_or_else(|e| panic!("{e}"));
+        assert!(path.ends_with(name), "{name}: {}", path.display());
+    }
+}

@@ -1,5 +1,7 @@
-//! Integration tests for testkit: real servers are started and stopped.
+//! Integration tests for testkit: real servers and a real browser are started and stopped.
 
 mod binaries;
+mod browser;
+mod nginx;
 mod postgres;
 mod redis;

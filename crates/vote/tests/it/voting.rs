@@ -79,6 +79,41 @@ async fn secure_cookie_setting_adds_secure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_saying_https_adds_secure() {
+    let app = spawn_app_with(|f| f.merge(("http.trust_proxy", true))).await;
+
+    let https = [("x-forwarded-proto", "https")];
+    let form = app.post_form("vote=a", &https).await;
+    assert_eq!(form.status, StatusCode::SEE_OTHER, "{form:?}");
+    assert_cookie_attributes(&form, "voter_id", true);
+    assert_cookie_attributes(&form, "vote_choice", true);
+    let json = app.post_json(r#"{"vote":"b"}"#, &https).await;
+    assert_eq!(json.status, StatusCode::ACCEPTED, "{json:?}");
+    assert_cookie_attributes(&json, "voter_id", true);
+
+    // The proxy says plain HTTP, or says nothing: no Secure.
+    let http = app
+        .post_form("vote=a", &[("x-forwarded-proto", "http")])
+        .await;
+    assert_cookie_attributes(&http, "voter_id", false);
+    let direct = app.post_form("vote=a", &[]).await;
+    assert_cookie_attributes(&direct, "voter_id", false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_proto_is_ignored_unless_the_proxy_is_trusted() {
+    let app = spawn_app().await;
+
+    let resp = app
+        .post_form("vote=a", &[("x-forwarded-proto", "https")])
+        .await;
+
+    assert_eq!(resp.status, StatusCode::SEE_OTHER, "{resp:?}");
+    assert_cookie_attributes(&resp, "voter_id", false);
+    assert_cookie_attributes(&resp, "vote_choice", false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_vote_is_accepted_with_its_ballot_id() {
     let app = spawn_app().await;
 

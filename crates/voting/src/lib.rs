@@ -1,0 +1,224 @@
+//! The whole voting app in one process: vote, result and the worker behind the routes Nginx
+//! has (`/vote/`, `/result/`, `/result/ws`, `/` -> `/vote/`), with its own Redis and
+//! PostgreSQL when none answers where the configuration points.
+//!
+//! # Layout
+//! - [`app`]: the three services built from one configuration, one router in front of them,
+//!   the worker's loop beside it; composite `/healthz`, `/readyz`, `/metrics`.
+//! - [`plan`]: before anything is logged or bound, which servers to start, and the programs,
+//!   data directory and system user that takes; a missing program stops the binary there.
+//! - [`daemons`]: Redis and PostgreSQL: data directories (`initdb` on first use), command
+//!   lines, readiness probes, stop signals.
+//! - [`supervise`]: the small init system: start and wait until ready, restart with capped
+//!   backoff, stop with a deadline and then SIGKILL, never leaving a child behind.
+//! - [`system`]: users, permissions, programs on `PATH`, signals (with the `kill` program).
+//!
+//! # Entry points
+//! - [`run`]: the app alone, against whatever Redis and PostgreSQL the configuration names
+//!   (what the tests call, on port 0).
+//! - [`preflight`] then [`run_supervised`]: what the binary does. Order of start: Redis and
+//!   PostgreSQL (side by side, each until ready), then the services, then the two URLs are
+//!   printed. Order of stop: the services (requests drain, the worker ends between
+//!   batches, sockets close), then PostgreSQL, then Redis.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod daemons;
+pub mod plan;
+pub mod supervise;
+pub mod system;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use common::config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use app::App;
+pub use plan::Plan;
+
+use crate::supervise::Supervised;
+
+/// Serves the whole app on `listener` until `shutdown` completes, using the Redis and
+/// PostgreSQL the configuration names as they are (nothing is started).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    App::start(&config, Vec::new())?
+        .serve(listener, shutdown)
+        .await
+}
+
+/// What the binary checks before it logs or binds anything: see [`plan::plan`]. The error is
+/// one line for the user, e.g. `redis-server not found: install it (apt-get install
+/// redis-server postgresql, or nix develop)`.
+pub fn preflight(config: &Config) -> Result<Plan, String> {
+    plan::plan(config)
+}
+
+/// Starts the servers of `plan` and waits until they are ready, then serves the whole app on
+/// `listener` and prints the URLs to open. When `shutdown` completes (even during the start),
+/// stops the services, then PostgreSQL, then Redis.
+pub async fn run_supervised(
+    config: Config,
+    plan: Plan,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (cancel_tx, cancel) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = cancel_tx.send(true);
+    });
+    let served = supervised(&config, &plan, listener, cancel).await;
+    signal.abort();
+    served
+}
+
+async fn supervised(
+    config: &Config,
+    plan: &Plan,
+    listener: TcpListener,
+    mut cancel: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(daemons) = Daemons::start(config, plan, &mut cancel).await? else {
+        return Ok(());
+    };
+    let app = match App::start(config, daemons.infos()) {
+        Ok(app) => app,
+        Err(e) => {
+            daemons.stop().await;
+            return Err(e);
+        }
+    };
+    announce(listener.local_addr()?);
+    let served = app
+        .serve(listener, async move {
+            let _ = cancel.wait_for(|stop| *stop).await;
+        })
+        .await;
+    daemons.stop().await;
+    served
+}
+
+/// Prints the two URLs to open (a listener on every address is shown as loopback).
+fn announce(addr: SocketAddr) {
+    let shown = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    tracing::info!(vote = %format!("http://{shown}/vote/"), result = %format!("http://{shown}/result/"), "ready");
+    println!(
+        "voting is ready: open http://{shown}/vote/ to vote and http://{shown}/result/ for the results"
+    );
+}
+
+/// The servers this process started.
+#[derive(Default)]
+struct Daemons {
+    redis: Option<Supervised>,
+    postgres: Option<Supervised>,
+}
+
+impl Daemons {
+    /// Starts what `plan` says, side by side, each until ready. `None` when `cancel` turned
+    /// true first; on an error, what did start is stopped again.
+    async fn start(
+        config: &Config,
+        plan: &Plan,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Daemons>> {
+        match &plan.redis {
+            Some(redis) => {
+                tracing::info!(addr = %redis.addr, server = %redis.server.display(), "nothing answers at redis.url: starting redis-server")
+            }
+            None => tracing::info!(url = %config.redis.url, "using the Redis at redis.url"),
+        }
+        match &plan.postgres {
+            Some(pg) => {
+                tracing::info!(addr = %pg.addr, server = %pg.postgres.display(), "nothing answers at postgres.url: starting PostgreSQL")
+            }
+            None => {
+                tracing::info!(url = %config.postgres.url, "using the PostgreSQL at postgres.url")
+            }
+        }
+        if plan.is_empty() {
+            return Ok(Some(Daemons::default()));
+        }
+        tracing::info!(data_dir = %plan.data_dir.display(), "data directory of the servers started here");
+        daemons::prepare_data_dir(plan)?;
+
+        let mut redis_cancel = cancel.clone();
+        let redis = async {
+            let Some(redis) = &plan.redis else {
+                return Ok(None);
+            };
+            let daemon = daemons::redis(redis, &plan.data_dir)?;
+            supervise::start(daemon, &mut redis_cancel).await
+        };
+        let mut postgres_cancel = cancel.clone();
+        let postgres = async {
+            let Some(pg) = &plan.postgres else {
+                return Ok(None);
+            };
+            let daemon = daemons::postgres(pg, &plan.data_dir).await?;
+            supervise::start(daemon, &mut postgres_cancel).await
+        };
+        let (redis, postgres) = tokio::join!(redis, postgres);
+
+        let mut started = Daemons::default();
+        let mut error = None;
+        match redis {
+            Ok(s) => started.redis = s,
+            Err(e) => error = Some(e.context("starting redis-server")),
+        }
+        match postgres {
+            Ok(s) => started.postgres = s,
+            Err(e) => error = error.or(Some(e.context("starting PostgreSQL"))),
+        }
+        if error.is_none()
+            && let (Some(pg), Some(_)) = (&plan.postgres, &started.postgres)
+            && let Err(e) = daemons::ensure_database(pg.addr, config.postgres.url.0.expose()).await
+        {
+            error = Some(e);
+        }
+        let cancelled = *cancel.borrow()
+            || (plan.redis.is_some() && started.redis.is_none())
+            || (plan.postgres.is_some() && started.postgres.is_none());
+        if let Some(e) = error {
+            started.stop().await;
+            return Err(e);
+        }
+        if cancelled {
+            started.stop().await;
+            return Ok(None);
+        }
+        Ok(Some(started))
+    }
+
+    fn infos(&self) -> Vec<app::ChildInfo> {
+        [&self.redis, &self.postgres]
+            .into_iter()
+            .flatten()
+            .map(|s| (s.name(), s.stats()))
+            .collect()
+    }
+
+    /// PostgreSQL first, then Redis.
+    async fn stop(self) {
+        if let Some(pg) = self.postgres {
+            pg.stop().await;
+        }
+        if let Some(redis) = self.redis {
+            redis.stop().await;
+        }
+    }
+}

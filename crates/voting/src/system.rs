@@ -1,0 +1,113 @@
+//! Small Unix facts and acts without `unsafe`: who we are, system users, whether a user can
+//! reach a directory, where a program is, and signals sent with the `kill` command.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context;
+
+/// The effective uid of this process (`/proc/self` belongs to it).
+pub fn effective_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    effective_uid() == Some(0)
+}
+
+/// `(uid, gid)` of the system user `name`, from `/etc/passwd`.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    parse_passwd(&passwd, name)
+}
+
+fn parse_passwd(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+/// The first existing ancestor of `dir` (excluding `dir` itself) that the user `uid`/`gid`
+/// cannot traverse, if any. Directories that do not exist yet are created traversable.
+pub fn untraversable_ancestor(dir: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    dir.ancestors().skip(1).find_map(|ancestor| {
+        let meta = std::fs::metadata(ancestor).ok()?;
+        let mode = meta.mode();
+        let allowed = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        (!allowed).then(|| ancestor.to_path_buf())
+    })
+}
+
+/// The executable `name` in one of the directories of `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// Whether `path` is a regular file (following symlinks) with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`) to `pid` with the `kill` program, found
+/// at its usual places first so that an odd `PATH` cannot stop a clean shutdown.
+pub async fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let kill = ["/bin/kill", "/usr/bin/kill"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_executable(p))
+        .or_else(|| find_on_path("kill"))
+        .unwrap_or_else(|| PathBuf::from("kill"));
+    let output = tokio::process::Command::new(&kill)
+        .args([OsStr::new("-s"), OsStr::new(name)])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run `kill -s {name} {pid}`"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`kill -s {name} {pid}` failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_passwd() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n\
+                    postgres:x:101:104:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash\n";
+        assert_eq!(parse_passwd(text, "postgres"), Some((101, 104)));
+        assert_eq!(parse_passwd(text, "root"), Some((0, 0)));
+        assert_eq!(parse_passwd(text, "post"), None);
+    }
+
+    #[test]
+    fn root_can_traverse_everything_it_owns() {
+        assert_eq!(untraversable_ancestor(Path::new("/tmp/x/y"), 0, 0), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the all-in-one `voting`: the app in this process on port 0 against
+//! throwaway Redis and PostgreSQL, and the real binary starting, supervising and stopping its
+//! own servers. No mocks; conditions are polled with a deadline, never waited for with a sleep.
+//!
+//! - [`helpers`]: the infrastructure, the app, the binary, a WebSocket client, polling.
+//! - [`routes`]: Nginx's routes in one process: redirects, prefixes, 404, 405, health.
+//! - [`story`]: a vote travels from the form to the tally and to an open WebSocket.
+//! - [`supervised`]: the binary with its own Redis and PostgreSQL: restart after a crash,
+//!   clean stop leaving no process behind, data kept across runs, a missing program.
+
+mod helpers;
+mod routes;
+mod story;
+mod supervised;

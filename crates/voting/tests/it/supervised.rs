@@ -1,0 +1,150 @@
+//! The `voting` binary where nothing answers at its Redis and PostgreSQL URLs: it starts both
+//! itself in its data directory, restarts Redis after a crash, stops everything it started on
+//! SIGTERM, keeps the votes across runs, and names what to install when a program is missing.
+
+use std::path::Path;
+
+use hyper::StatusCode;
+use testkit::free_port;
+
+use crate::helpers::{
+    Binary, eventually, parent_of, postmaster_pid, process_exists, redis_pid, send_signal,
+    tally_where, traversable_tempdir, vote_form,
+};
+
+/// The environment of a run on fresh ports, with its data in `data_dir`.
+fn settings(data_dir: &Path) -> (Vec<(&'static str, String)>, u16, String) {
+    let (http, redis, pg) = (free_port(), free_port(), free_port());
+    let redis_url = format!("redis://127.0.0.1:{redis}");
+    let env = vec![
+        ("VOTING_LISTEN", format!("127.0.0.1:{http}")),
+        ("VOTING_REDIS__URL", redis_url.clone()),
+        (
+            "VOTING_POSTGRES__URL",
+            format!("postgres://postgres@127.0.0.1:{pg}/postgres"),
+        ),
+        ("VOTING_VOTING__DATA_DIR", data_dir.display().to_string()),
+        ("VOTING_WORKER__BLOCK_MS", "100".to_string()),
+    ];
+    (env, http, redis_url)
+}
+
+/// Waits for the line with both URLs; returns the HTTP address.
+async fn ready(binary: &mut Binary, port: u16) -> std::net::SocketAddr {
+    let vote = format!("http://127.0.0.1:{port}/vote/");
+    let result = format!("http://127.0.0.1:{port}/result/");
+    binary.line_with(&[&vote, &result]).await;
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Votes as a new voter until the vote is queued (Redis may be coming back).
+async fn vote_until_queued(addr: std::net::SocketAddr, key: &str) {
+    eventually("a vote is queued", || async {
+        (vote_form(addr, key).await.status == StatusCode::SEE_OTHER).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
+    testkit::init_logging();
+    let dir = traversable_tempdir();
+    let data_dir = dir.path().join("data");
+    let cluster = data_dir.join("postgres");
+
+    // First run: initdb, both servers, a vote.
+    let (env, port, redis_url) = settings(&data_dir);
+    let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
+    let addr = ready(&mut binary, port).await;
+    assert!(
+        cluster.join("PG_VERSION").is_file(),
+        "initdb ran in the data dir"
+    );
+    assert!(data_dir.join("redis").is_dir());
+
+    let answer = vote_form(addr, "a").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    tally_where(addr, "the first vote counted", |t| t.total == 1 && !t.stale).await;
+
+    // Its servers are its children.
+    let first_redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
+    assert_eq!(
+        parent_of(first_redis),
+        Some(binary.pid()),
+        "Redis is its child"
+    );
+    let postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
+    assert_eq!(
+        parent_of(postgres),
+        Some(binary.pid()),
+        "PostgreSQL is its child"
+    );
+
+    // Redis crashes: it is started again, on the same port, and votes are queued again.
+    send_signal(first_redis, "KILL");
+    let second_redis = eventually("Redis answers again, as a new process", || async {
+        redis_pid(&redis_url)
+            .await
+            .filter(|pid| *pid != first_redis)
+    })
+    .await;
+    assert_eq!(parent_of(second_redis), Some(binary.pid()));
+    vote_until_queued(addr, "b").await;
+    let tally = tally_where(addr, "both votes counted", |t| t.total == 2).await;
+    assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
+
+    // SIGTERM: a clean exit, and nothing it started is left.
+    binary.signal("TERM");
+    let status = binary.exit().await;
+    assert!(status.success(), "{status}\n{}", binary.stderr_text());
+    for (what, pid) in [
+        ("the first Redis", first_redis),
+        ("the restarted Redis", second_redis),
+        ("PostgreSQL", postgres),
+    ] {
+        assert!(!process_exists(pid), "{what} (pid {pid}) is still there");
+    }
+    let log = binary.stderr_text();
+    assert!(
+        log.contains("exited unexpectedly"),
+        "the crash is logged:\n{log}"
+    );
+    drop(binary);
+
+    // Second run on the same data directory: the votes are still there.
+    let (env, port, redis_url) = settings(&data_dir);
+    let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
+    let addr = ready(&mut binary, port).await;
+    let tally = tally_where(addr, "the earlier votes", |t| t.total == 2 && !t.stale).await;
+    assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
+    let redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
+    let postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
+    binary.signal("INT");
+    let status = binary.exit().await;
+    assert!(status.success(), "{status}\n{}", binary.stderr_text());
+    assert!(!process_exists(redis) && !process_exists(postgres));
+}
+
+#[tokio::test]
+async fn a_missing_program_is_named_in_one_line() {
+    let dir = traversable_tempdir();
+    let empty = dir.path().join("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let (mut env, _, _) = settings(&dir.path().join("data"));
+    env.push(("PATH", empty.display().to_string()));
+    let mut binary = Binary::spawn(&env, &dir.path().join("stderr.log"));
+    let status = binary.exit().await;
+    assert!(!status.success(), "{status}");
+    let stderr = binary.stderr_text();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line:\n{stderr}");
+    assert!(lines[0].contains("redis-server not found"), "{stderr}");
+    assert!(
+        lines[0].contains("apt-get install redis-server postgresql"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was created before the check"
+    );
+}
