@@ -6,7 +6,8 @@
 //!
 //! [`Nginx`] serves the project's own routes (`nginx/routes.conf`) in front of
 //! services the test started, and [`Browser`] is a headless Chromium driven
-//! over WebDriver ([`fantoccini`]) for the end-to-end tests.
+//! over WebDriver ([`fantoccini`]) for the end-to-end tests. [`story`] is those tests'
+//! browser story, told against any deployment of the app given its base URL.
 //!
 //! The binaries are located with [`find_binary`]; when one is missing the
 //! error says which package to install.
@@ -27,10 +28,13 @@ mod nginx;
 mod postgres;
 mod process;
 mod redis;
+pub mod story;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
 
 pub use binary::find_binary;
 pub use browser::{Browser, BrowserOptions};
@@ -68,6 +72,27 @@ pub fn free_port() -> u16 {
         }
     }
     last
+}
+
+/// Polls `check` every 20 ms until it gives `Some`, and returns that value: the way tests
+/// wait for a condition, never with a bare sleep.
+///
+/// # Panics
+///
+/// When `limit` has passed first; the message names `what` was awaited.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Installs a `tracing` subscriber for test output, but only when the

@@ -29,19 +29,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Polls `check` until it gives `Some`, failing after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually(DEADLINE, what, check).await
 }
 
 /// Redis and a fresh PostgreSQL database.

@@ -2,12 +2,15 @@
 //! throwaway Redis and PostgreSQL, and the real binary starting, supervising and stopping its
 //! own servers. No mocks; conditions are polled with a deadline, never waited for with a sleep.
 //!
+//! - [`e2e`]: the binary alone in headless Chromium, through the browser story that result's
+//!   end-to-end tests tell behind Nginx.
 //! - [`helpers`]: the infrastructure, the app, the binary, a WebSocket client, polling.
 //! - [`routes`]: Nginx's routes in one process: redirects, prefixes, 404, 405, health.
 //! - [`story`]: a vote travels from the form to the tally and to an open WebSocket.
 //! - [`supervised`]: the binary with its own Redis and PostgreSQL: restart after a crash,
 //!   clean stop leaving no process behind, data kept across runs, a missing program.
 
+mod e2e;
 mod helpers;
 mod routes;
 mod story;
