@@ -3,6 +3,11 @@
 //! Every binary reads the same [`Config`], so one file can configure all services; only the
 //! default of `listen` differs per service. Unknown keys are errors. [`ConfigError`] names the
 //! key and where its value came from, and never carries a password.
+//!
+//! `redis.password_file` / `postgres.password_file` (e.g. a Docker secret under
+//! `/run/secrets/`) name a file holding the password: it is read once, when the configuration
+//! is loaded, trimmed, and put into the URL, so everything that connects gets it and nothing
+//! prints it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -81,6 +86,9 @@ pub struct RedisConfig {
     pub url: RedisUrl,
     /// Multiplexed connections in the pool (each pipelines many requests).
     pub pool_size: u32,
+    /// A file holding the password, put into `url` when the configuration is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,6 +96,9 @@ pub struct RedisConfig {
 pub struct PostgresConfig {
     pub url: PostgresUrl,
     pub pool_size: u32,
+    /// A file holding the password, put into `url` when the configuration is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// Names of the Redis keys that carry votes, and the bound on the backlog.
@@ -229,12 +240,14 @@ impl Config {
             redis: RedisConfig {
                 url: RedisUrl(SecretUrl::new("redis://127.0.0.1:6379")),
                 pool_size: 4,
+                password_file: None,
             },
             postgres: PostgresConfig {
                 url: PostgresUrl(SecretUrl::new(
                     "postgres://postgres@127.0.0.1:5432/postgres",
                 )),
                 pool_size: 4,
+                password_file: None,
             },
             options: Options::defaults(),
             option_a: None,
@@ -295,12 +308,12 @@ impl Config {
             .merge(Env::raw().only(&["option_a", "option_b"])))
     }
 
-    /// Reads and checks the configuration from `figment`.
+    /// Reads and checks the configuration from `figment`, then reads the password files.
     pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::from_figment(figment, e))?;
-        config.checked(figment)
+        config.checked(figment)?.with_password_files(figment)
     }
 
     /// Reads the configuration the way a binary does: `file` (from `--config`, or else the
@@ -362,6 +375,30 @@ impl Config {
         Ok(self)
     }
 
+    /// Puts the password read from `redis.password_file` / `postgres.password_file` into the
+    /// URL (replacing any password it had); an empty setting means none. The error names the
+    /// key and the file, never the file's content.
+    fn with_password_files(mut self, figment: &Figment) -> Result<Config, ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            key: key.to_string(),
+            origin: describe_source(figment, key),
+            message,
+        };
+        let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = set(&self.redis.password_file) {
+            let password = read_password_file(&path).map_err(|m| fail("redis.password_file", m))?;
+            let url = self.redis.url.0.with_password(&password);
+            self.redis.url = RedisUrl(url.map_err(|m| fail("redis.url", m))?);
+        }
+        if let Some(path) = set(&self.postgres.password_file) {
+            let password =
+                read_password_file(&path).map_err(|m| fail("postgres.password_file", m))?;
+            let url = self.postgres.url.0.with_password(&password);
+            self.postgres.url = PostgresUrl(url.map_err(|m| fail("postgres.url", m))?);
+        }
+        Ok(self)
+    }
+
     /// The checked option list, with `option_a` / `option_b` applied as labels of `a` / `b`.
     /// The error names the key at fault.
     pub fn poll_options(&self) -> Result<Options, (&'static str, String)> {
@@ -386,6 +423,18 @@ impl Config {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.http.header_timeout_ms)
     }
+}
+
+/// The password in `path`, without surrounding whitespace (a secret file often ends with a
+/// newline). The error names the file, never what it holds.
+fn read_password_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let password = text.trim();
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(password.to_string())
 }
 
 /// A configuration that cannot be used: which key, where it came from, what is wrong.
@@ -686,6 +735,108 @@ mod tests {
                 !shown.contains("hunter2") && !shown.contains("s3cret"),
                 "{shown}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn password_files_go_into_the_urls() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pg-password", "hunter2\n")?;
+            jail.create_file("redis-password", "  s3cret \n")?;
+            jail.set_env("VOTING_POSTGRES__PASSWORD_FILE", "pg-password");
+            jail.set_env("VOTING_REDIS__URL", "redis://cache:6379");
+            jail.set_env("VOTING_REDIS__PASSWORD_FILE", "redis-password");
+            let c = load(None).unwrap();
+            assert_eq!(
+                c.postgres.url.0.expose(),
+                "postgres://postgres:hunter2@127.0.0.1:5432/postgres"
+            );
+            assert_eq!(c.redis.url.0.expose(), "redis://:s3cret@cache:6379");
+            let shown = format!("{c:?} {} {}", c.postgres.url, c.redis.url);
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("s3cret"),
+                "{shown}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn password_file_replaces_the_password_of_the_url() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pw", "new")?;
+            jail.create_file(
+                "v.toml",
+                "[postgres]\nurl = \"postgres://app:old@db:5432/votes\"\npassword_file = \"pw\"\n",
+            )?;
+            let c = load(Some("v.toml")).unwrap();
+            assert_eq!(
+                c.postgres.url.0.expose(),
+                "postgres://app:new@db:5432/votes"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn any_password_survives_the_url() {
+        Jail::expect_with(|jail| {
+            let password = "p@ss:w/rd%?#&= é";
+            jail.create_file("pw", password)?;
+            jail.set_env("VOTING_POSTGRES__PASSWORD_FILE", "pw");
+            let c = load(None).unwrap();
+            let pg: tokio_postgres::Config = c.postgres.url.0.expose().parse().unwrap();
+            assert_eq!(pg.get_password(), Some(password.as_bytes()));
+            assert_eq!(pg.get_user(), Some("postgres"));
+            assert_eq!(pg.get_dbname(), Some("postgres"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_or_empty_password_file_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_POSTGRES__PASSWORD_FILE", "/nonexistent/pg-password");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "postgres.password_file");
+            assert!(e.origin.contains("VOTING_POSTGRES__PASSWORD_FILE"), "{e}");
+            assert!(e.message.contains("/nonexistent/pg-password"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("empty", " \n")?;
+            jail.create_file("v.toml", "[redis]\npassword_file = \"empty\"\n")?;
+            let e = load(Some("v.toml")).unwrap_err();
+            assert_eq!(e.key, "redis.password_file");
+            assert!(e.origin.contains("v.toml"), "{e}");
+            assert!(e.message.contains("is empty"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_password_file_setting_means_none() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_POSTGRES__PASSWORD_FILE", "");
+            let c = load(None).unwrap();
+            assert_eq!(
+                c.postgres.url.0.expose(),
+                "postgres://postgres@127.0.0.1:5432/postgres"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn password_file_needs_a_url_with_a_host() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pw", "s3cret")?;
+            jail.set_env("VOTING_REDIS__URL", "unix:///run/redis.sock");
+            jail.set_env("VOTING_REDIS__PASSWORD_FILE", "pw");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "redis.url");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
             Ok(())
         });
     }

@@ -14,9 +14,12 @@
 //! - [`metrics`]: Prometheus text exposition for plain atomic counters.
 //! - [`telemetry`]: tracing setup (text or JSON).
 //! - [`service`]: what every `main.rs` does (arguments, config, exit code 2, signals).
+//! - [`healthcheck`]: the `healthcheck [URL]` subcommand of every service binary, for
+//!   container images without a shell or curl.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod options;

@@ -32,6 +32,14 @@ impl SecretUrl {
         }
     }
 
+    /// The same URL with `password` (percent-encoded as needed) in place of any it had.
+    pub fn with_password(&self, password: &str) -> Result<SecretUrl, String> {
+        let mut u = url::Url::parse(&self.0).map_err(|e| format!("not a URL ({e})"))?;
+        u.set_password(Some(password))
+            .map_err(|()| "this URL cannot carry a password (it has no host)".to_string())?;
+        Ok(SecretUrl(u.to_string()))
+    }
+
     /// Checks that the URL parses and has one of the given schemes.
     pub fn check_scheme(&self, schemes: &[&str]) -> Result<(), String> {
         let u = url::Url::parse(&self.0).map_err(|e| format!("not a URL ({e})"))?;
@@ -76,6 +84,23 @@ mod tests {
     fn garbage_does_not_print_either() {
         let u = SecretUrl::new("not a url with hunter2");
         assert!(!format!("{u}").contains("hunter2"));
+    }
+
+    #[test]
+    fn password_is_put_in_and_encoded() {
+        let u = SecretUrl::new("postgres://app@db:5432/votes");
+        assert_eq!(
+            u.with_password("hunter2").unwrap().expose(),
+            "postgres://app:hunter2@db:5432/votes"
+        );
+        let odd = u.with_password("a@b:c/d").unwrap();
+        assert_eq!(odd.expose(), "postgres://app:a%40b%3Ac%2Fd@db:5432/votes");
+        assert!(!format!("{odd}").contains("a%40b"));
+        assert!(
+            SecretUrl::new("unix:///run/redis.sock")
+                .with_password("x")
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What every binary's `main` does: read arguments and configuration (exit code 2 when they
-//! are bad), set up logging, bind the listener, and run until SIGTERM or ctrl-c.
+//! are bad), set up logging, bind the listener, and run until SIGTERM or ctrl-c. Or, with
+//! `healthcheck [URL]`, probe the running service instead (see [`crate::healthcheck`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,10 +14,19 @@ use crate::config::{Config, Service};
 /// Exit code for a bad command line or configuration.
 pub const EXIT_CONFIG: u8 = 2;
 
-/// The command line every service accepts: `[--config PATH]`.
+/// The command line every service accepts: `[--config PATH] [healthcheck [URL]]`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Args {
     pub config: Option<PathBuf>,
+    /// `healthcheck [URL]`: probe the running service (exit 0 or 1) instead of running it.
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// The `healthcheck` subcommand: the URL to probe, by default `/readyz` on the configured
+/// `listen` port ([`crate::healthcheck::default_url`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Healthcheck {
+    pub url: Option<String>,
 }
 
 impl Args {
@@ -32,9 +42,19 @@ impl Args {
                 s if s.starts_with("--config=") => {
                     parsed.config = Some(PathBuf::from(&s["--config=".len()..]));
                 }
+                "healthcheck" if parsed.healthcheck.is_none() => {
+                    parsed.healthcheck = Some(Healthcheck::default());
+                }
+                url if url.contains("://")
+                    && parsed.healthcheck.as_ref().is_some_and(|h| h.url.is_none()) =>
+                {
+                    parsed.healthcheck = Some(Healthcheck {
+                        url: Some(url.to_string()),
+                    });
+                }
                 other => {
                     return Err(format!(
-                        "unknown argument {other:?}; usage: [--config PATH]"
+                        "unknown argument {other:?}; usage: [--config PATH] [healthcheck [URL]]"
                     ));
                 }
             }
@@ -67,10 +87,17 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let name = service.name();
-    let config = match Args::parse(std::env::args().skip(1))
-        .map_err(|e| format!("invalid command line: {e}"))
-        .and_then(|args| Config::load(service, args.config).map_err(|e| e.to_string()))
-    {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{name}: invalid command line: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(check) = args.healthcheck {
+        return healthcheck(service, args.config, check.url);
+    }
+    let config = match Config::load(service, args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{name}: {e}");
@@ -103,6 +130,23 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// `healthcheck [URL]`: exit code 0 when the URL (by default `/readyz` on the configured
+/// `listen` port) answers `200`, else 1, whatever went wrong (a configuration that cannot be
+/// read included: Docker reserves exit code 2 of a health check).
+fn healthcheck(service: Service, config: Option<PathBuf>, url: Option<String>) -> ExitCode {
+    let url = match url {
+        Some(url) => url,
+        None => match Config::load(service, config) {
+            Ok(config) => crate::healthcheck::default_url(config.listen),
+            Err(e) => {
+                eprintln!("{}: unhealthy: {e}", service.name());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    crate::healthcheck::run(&url)
 }
 
 pub type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -140,5 +184,29 @@ mod tests {
         );
         assert!(args(&["--config"]).is_err());
         assert!(args(&["--verbose"]).unwrap_err().contains("--verbose"));
+    }
+
+    #[test]
+    fn parses_healthcheck() {
+        let check = |list: &[&str]| args(list).unwrap().healthcheck;
+        assert_eq!(check(&[]), None);
+        assert_eq!(check(&["healthcheck"]), Some(Healthcheck { url: None }));
+        assert_eq!(
+            check(&["healthcheck", "http://127.0.0.1:8082/healthz"]),
+            Some(Healthcheck {
+                url: Some("http://127.0.0.1:8082/healthz".into())
+            })
+        );
+        let both = args(&["--config", "v.toml", "healthcheck"]).unwrap();
+        assert_eq!(both.config, Some("v.toml".into()));
+        assert!(both.healthcheck.is_some());
+        let after = args(&["healthcheck", "--config", "v.toml"]).unwrap();
+        assert_eq!(after.config, Some("v.toml".into()));
+        assert_eq!(after.healthcheck, Some(Healthcheck { url: None }));
+        // A URL only after `healthcheck`, and only one.
+        assert!(args(&["http://127.0.0.1:8082/readyz"]).is_err());
+        assert!(args(&["healthcheck", "http://a/", "http://b/"]).is_err());
+        assert!(args(&["healthcheck", "healthcheck"]).is_err());
+        assert!(args(&["healthcheck", "8082"]).is_err());
     }
 }

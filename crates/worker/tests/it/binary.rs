@@ -1,5 +1,6 @@
 //! The `worker` binary as a user runs it: bad configuration exits with code 2 and one line
-//! naming the key and its source; passwords never reach the log; SIGTERM stops it cleanly.
+//! naming the key and its source; passwords never reach the log; SIGTERM stops it cleanly;
+//! `worker healthcheck` probes a running worker (as a container's health check does).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -112,4 +113,78 @@ fn passwords_never_reach_the_log_and_sigterm_stops_cleanly() {
         !log.contains("hunter2") && !log.contains("s3cret"),
         "no password in the log: {log}"
     );
+}
+
+/// Runs `worker healthcheck [url]` with the environment of `worker()`; returns whether it
+/// exited 0, and its output.
+fn healthcheck(port: u16, url: Option<&str>) -> (Option<i32>, String) {
+    let mut cmd = worker();
+    cmd.env("VOTING_LISTEN", format!("127.0.0.1:{port}"))
+        .arg("healthcheck");
+    if let Some(url) = url {
+        cmd.arg(url);
+    }
+    let out = cmd.output().expect("the worker binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn healthcheck_probes_the_configured_port() {
+    let port = testkit::free_port();
+    // Nothing listens yet: unhealthy, exit code 1 (never 2, which Docker reserves).
+    let (code, out) = healthcheck(port, None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port}/readyz")), "{out}");
+
+    // A worker whose Redis and PostgreSQL are down: alive (/healthz) but not ready (/readyz).
+    let (pg_port, redis_port) = (testkit::free_port(), testkit::free_port());
+    let mut child = worker()
+        .env("VOTING_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "VOTING_POSTGRES__URL",
+            format!("postgres://app@127.0.0.1:{pg_port}/votes"),
+        )
+        .env(
+            "VOTING_REDIS__URL",
+            format!("redis://127.0.0.1:{redis_port}"),
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out) = healthcheck(port, Some(&healthz));
+        if code == Some(0) {
+            assert!(out.contains("healthy"), "{out}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never answered /healthz: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out) = healthcheck(port, None);
+    assert_eq!(
+        code,
+        Some(1),
+        "not ready while Redis and PostgreSQL are down: {out}"
+    );
+    assert!(out.contains("503"), "{out}");
+
+    // A URL that cannot be probed is unhealthy too.
+    let (code, out) = healthcheck(port, Some("ftp://127.0.0.1/"));
+    assert_eq!(code, Some(1), "{out}");
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
 }
