@@ -1,7 +1,6 @@
 //! Test fixtures: a Redis, a PostgreSQL database and worker configurations on top of them.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::config::{Config, Service};
@@ -168,21 +167,7 @@ pub async fn drain(worker: &mut worker::Worker) -> u64 {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use testkit::eventually;
 
 /// A deadline for loops that poll a condition.
 pub struct Deadline {
