@@ -22,6 +22,13 @@ use crate::config::HttpConfig;
 pub type Body = Full<Bytes>;
 pub type Resp = Response<Body>;
 
+/// Largest request head (request line and headers) accepted; a larger one is answered
+/// `431 Request Header Fields Too Large` and the connection is closed. Browsers send a few
+/// hundred bytes; Nginx in front allows 8 KiB per line.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields in one request; more is answered `431` too.
+pub const MAX_HEADERS: usize = 100;
+
 /// Limits applied to every connection and request.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -53,8 +60,10 @@ pub struct Peer {
 /// Serves `handler` on `listener` until `shutdown` completes, then drains.
 ///
 /// Connections past `max_connections` wait in the listen backlog. Connections are served with
-/// upgrades enabled (the result service's WebSocket), and a header read timeout cuts off
-/// clients that never finish their headers.
+/// upgrades enabled (the result service's WebSocket). A header read timeout cuts off clients
+/// that do not send a whole request head in time (a silent or trickling client, or an idle
+/// keep-alive connection), which frees their place; a head over [`MAX_HEAD_BYTES`] or with
+/// more than [`MAX_HEADERS`] fields gets `431`.
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
@@ -104,6 +113,8 @@ where
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .max_header_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADERS)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

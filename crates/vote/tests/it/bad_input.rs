@@ -257,6 +257,13 @@ async fn wrong_method_is_405_with_allow() {
         (Method::DELETE, "/", ["GET", "POST"].as_slice()),
         (Method::PUT, "/", &["GET", "POST"]),
         (Method::PATCH, "/", &["GET", "POST"]),
+        (Method::TRACE, "/", &["GET", "POST"]),
+        (Method::OPTIONS, "/api/vote", &["POST"]),
+        (
+            Method::from_bytes(b"BREW").expect("an extension method"),
+            "/",
+            &["GET", "POST"],
+        ),
         (Method::GET, "/api/vote", &["POST"]),
         (Method::PUT, "/api/vote", &["POST"]),
         (Method::POST, "/static/style.css", &["GET"]),
@@ -394,4 +401,27 @@ async fn a_body_that_never_arrives_is_cut_off_with_408() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(app.stream_entries().await.is_empty(), "nothing is queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_header_that_is_not_text_gets_a_fresh_id() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut request = b"POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+        Content-Length: 12\r\nConnection: close\r\nCookie: voter_id=0123456789abcdef\xff\xfe0123456789abcdef\r\n\r\n"
+        .to_vec();
+    request.extend_from_slice(br#"{"vote":"a"}"#);
+    socket.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let entries = app.stream_entries().await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(is_voter_id(&entries[0].1), "{entries:?}");
+    assert!(
+        answer.contains(&format!("set-cookie: voter_id={};", entries[0].1)),
+        "the new id is issued: {answer}"
+    );
 }

@@ -5,11 +5,14 @@
 //! - [`page`]: the voting page and stylesheet.
 //! - [`voting`]: accepted votes (form, JSON, re-votes, concurrency) and what is queued.
 //! - [`bad_input`]: refused requests (each queues nothing) and untrusted voter ids.
+//! - [`limits`]: the limits of every connection over raw TCP: slow clients, the connection
+//!   cap, oversized and malformed request heads, trickled bodies.
 //! - [`unavailable`]: Redis down or the backlog full: 503, then recovery.
 //! - [`ops`]: health, readiness, metrics and hardening headers.
 
 mod bad_input;
 mod helpers;
+mod limits;
 mod ops;
 mod page;
 mod unavailable;

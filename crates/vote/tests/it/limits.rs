@@ -1,0 +1,270 @@
+//! The limits every connection has, seen from raw TCP: slow clients are cut off and free
+//! their place, connections past the cap wait their turn, oversized or malformed request
+//! heads get `431` or `400`, and a trickled body gets `408`. Nothing refused is queued.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+/// Longest a raw exchange may take before the test fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Sends `request` as is on a new connection and returns everything the server sent back
+/// until it closed the connection (or reset it: what arrived before counts).
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut socket = TcpStream::connect(addr).await.expect("connect");
+    socket
+        .write_all(request)
+        .await
+        .expect("the request is sent");
+    read_until_closed(&mut socket).await
+}
+
+/// Reads until the server closes the connection; a reset ends the read like a close.
+async fn read_until_closed(socket: &mut TcpStream) -> String {
+    let read = async {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the server answers or closes within the deadline")
+}
+
+/// A POST of a form vote for `a` with `extra` header lines (each ending in CRLF).
+fn form_post(extra: &str) -> Vec<u8> {
+    format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 6\r\nConnection: close\r\n{extra}\r\nvote=a"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_a_normal_client_is_served() {
+    // Two places, both taken by slow clients: one silent, one sending its head a byte at a
+    // time. The header timeout must free both for the normal client behind them.
+    let app = spawn_app_with(|f| {
+        f.merge(("http.max_connections", 2))
+            .merge(("http.header_timeout_ms", 500))
+    })
+    .await;
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    let mut trickler = TcpStream::connect(app.addr).await.unwrap();
+    // Accepted in order, so the normal client comes third and waits for a place.
+    let normal = tokio::spawn(exchange(
+        app.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    ));
+
+    let trickled = async {
+        let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+        let mut sent = 0usize;
+        let mut answer = Vec::new();
+        loop {
+            let byte = head.get(sent).copied().unwrap_or(b'a');
+            if trickler.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(100), trickler.read(&mut buf)).await {
+                Err(_) => continue, // nothing yet: send the next byte
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        (sent, answer)
+    };
+    let (sent, trickler_answer) = tokio::time::timeout(DEADLINE, trickled)
+        .await
+        .expect("the trickling client is cut off within the deadline");
+    let silent_answer = read_until_closed(&mut silent).await;
+    let normal_answer = tokio::time::timeout(DEADLINE, normal)
+        .await
+        .expect("the normal client is served within the deadline")
+        .unwrap();
+
+    assert!(
+        silent_answer.is_empty(),
+        "a client that sent nothing is closed without an answer: {silent_answer:?}"
+    );
+    assert!(
+        trickler_answer.is_empty(),
+        "a client still trickling after {sent} bytes is closed without an answer: {:?}",
+        String::from_utf8_lossy(&trickler_answer)
+    );
+    assert!(
+        normal_answer.starts_with("HTTP/1.1 200"),
+        "the client behind them is served: {normal_answer}"
+    );
+    assert!(normal_answer.ends_with("ok\n"), "{normal_answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_a_client_waits_and_is_served_when_a_place_frees() {
+    let app = spawn_app_with(|f| f.merge(("http.max_connections", 1))).await;
+    // The one place: a keep-alive connection that has been answered once.
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let (mut holder, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let held = tokio::spawn(conn);
+    let get = || {
+        Request::get("/healthz")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let first = holder.send_request(get()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    first.into_body().collect().await.unwrap();
+
+    // The next client gets no refusal: it waits in the listen backlog.
+    let mut waiting = TcpStream::connect(app.addr).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        holder
+            .ready()
+            .await
+            .expect("the held connection stays open");
+        let again = holder.send_request(get()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        again.into_body().collect().await.unwrap();
+        let mut buf = [0u8; 64];
+        let unanswered = waiting.try_read(&mut buf);
+        assert!(
+            matches!(&unanswered, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "no answer while the only place is held: {unanswered:?}"
+        );
+    }
+
+    drop(holder);
+    held.await.unwrap().unwrap();
+    let answer = read_until_closed(&mut waiting).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_431() {
+    let app = spawn_app().await;
+    let max = common::http::MAX_HEAD_BYTES;
+
+    let long_cookie = format!("Cookie: voter_id={}\r\n", "a".repeat(max + 1));
+    let many_headers: String = (0..=common::http::MAX_HEADERS)
+        .map(|i| format!("X-Header-{i}: {i}\r\n"))
+        .collect();
+    let long_uri = format!(
+        "POST /?{} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 6\r\nConnection: close\r\n\r\nvote=a",
+        "q".repeat(max + 1)
+    );
+    let cases = [
+        ("one header line over the limit", form_post(&long_cookie)),
+        ("too many header fields", form_post(&many_headers)),
+        ("request line over the limit", long_uri.into_bytes()),
+    ];
+    for (what, request) in cases {
+        let answer = exchange(app.addr, &request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{what}: {}",
+            answer.lines().next().unwrap_or("(no answer)")
+        );
+        assert!(
+            app.stream_entries().await.is_empty(),
+            "{what} queued a vote"
+        );
+    }
+
+    // A head well within the limit, with a large cookie a browser might hold, is served.
+    let big_but_fine = format!("Cookie: other={}\r\n", "b".repeat(max / 2));
+    let answer = exchange(app.addr, &form_post(&big_but_fine)).await;
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert_eq!(app.stream_entries().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_heads_are_400() {
+    let app = spawn_app().await;
+    let cases: [(&str, &[u8]); 5] = [
+        ("not HTTP", b"HELLO THERE\r\n\r\n"),
+        (
+            "header without a colon",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+        ),
+        (
+            "space in the method",
+            b"G ET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+        (
+            "two different lengths",
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+              Content-Length: 6\r\nContent-Length: 7\r\n\r\nvote=a",
+        ),
+        (
+            "a length that is not a number",
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+              Content-Length: six\r\n\r\nvote=a",
+        ),
+    ];
+    for (what, request) in cases {
+        let answer = exchange(app.addr, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{what}: {}",
+            answer.lines().next().unwrap_or("(no answer)")
+        );
+    }
+    assert!(app.stream_entries().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off_with_408() {
+    // The body timeout bounds the whole body, not the pause between two bytes.
+    let app = spawn_app_with(|f| f.merge(("http.body_timeout_ms", 300))).await;
+    let mut socket = TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let trickle = async {
+        let body = br#"{"vote":"a"}"#.iter().chain(std::iter::repeat(&b' '));
+        for byte in body.take(1000) {
+            if socket.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(50), socket.peek(&mut buf)).await {
+                Err(_) => continue,
+                Ok(_) => break, // an answer (or the close) arrived
+            }
+        }
+        read_until_closed(&mut socket).await
+    };
+    let answer = tokio::time::timeout(DEADLINE, trickle)
+        .await
+        .expect("the trickled body is cut off within the deadline");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(app.stream_entries().await.is_empty(), "nothing is queued");
+}
