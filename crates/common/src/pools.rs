@@ -131,13 +131,31 @@ pub fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
-pub fn pg_pool(config: &PostgresConfig) -> anyhow::Result<PgPool> {
-    let pg: tokio_postgres::Config = config
+/// A pool of PostgreSQL connections. With `idle_in_transaction`, each session is started
+/// with that `idle_in_transaction_session_timeout`: a process that stops in the middle of a
+/// transaction (paused, frozen, cut off) has its session ended by the server after that long,
+/// so the row locks it holds (the tally rows every batch updates) do not stall the others.
+pub fn pg_pool(
+    config: &PostgresConfig,
+    idle_in_transaction: Option<Duration>,
+) -> anyhow::Result<PgPool> {
+    let mut pg: tokio_postgres::Config = config
         .url
         .0
         .expose()
         .parse()
         .with_context(|| format!("bad PostgreSQL URL {}", config.url))?;
+    if let Some(limit) = idle_in_transaction {
+        let setting = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            limit.as_millis().max(1)
+        );
+        let options = match pg.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {setting}"),
+            _ => setting,
+        };
+        pg.options(&options);
+    }
     let manager = PostgresConnectionManager::new(pg, NoTls);
     Ok(bb8::Pool::builder()
         .max_size(config.pool_size)

@@ -43,6 +43,16 @@ pub use nginx::{Nginx, project_nginx_dir};
 pub use postgres::Postgres;
 pub use redis::Redis;
 
+/// Sends signal `name` (`"KILL"`, `"STOP"`, `"CONT"`, …) to process `pid`, with the `kill`
+/// command (no unsafe code). For tests that crash or pause a service they started.
+///
+/// # Errors
+///
+/// When `kill` cannot run or fails (e.g. the process is gone).
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    process::send_signal(pid, name)
+}
+
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 ///
 /// The port is found by binding `127.0.0.1:0` and reading the port the

@@ -112,7 +112,12 @@ impl Worker {
         let shared = Arc::new(Shared {
             metrics: Metrics::default(),
             redis: Redis::new(&config.redis)?,
-            pg: common::pools::pg_pool(&config.postgres)?,
+            // A worker paused mid-transaction would hold the tally rows' locks: its session ends
+            // when its entries become claimable, so the claimant is not blocked behind it.
+            pg: common::pools::pg_pool(
+                &config.postgres,
+                Some(Duration::from_millis(config.worker.claim_idle_ms)),
+            )?,
             last_error: Mutex::new(None),
         });
         Ok(Worker {

@@ -3,6 +3,8 @@
 mod helpers;
 
 mod binary;
+mod cluster;
 mod end_to_end;
 mod failures;
+mod faults;
 mod stream;

@@ -58,7 +58,8 @@ async fn a_committed_batch_replayed_changes_nothing() {
         ballot(1, "b", &infra.xrange_last_id(&voter(1)).await),
         ballot(2, "b", &e2),
     ];
-    let pool = common::pools::pg_pool(&infra.config(Service::Worker, "x", |f| f).postgres).unwrap();
+    let pool =
+        common::pools::pg_pool(&infra.config(Service::Worker, "x", |f| f).postgres, None).unwrap();
     assert_eq!(worker::store::apply(&pool, &ballots).await.unwrap(), 2);
     let committed = (infra.votes().await, infra.tallies_checked().await);
     // Replaying the same ballots, or an older one, writes nothing.
