@@ -231,6 +231,15 @@ impl Cluster {
         Hold { client }
     }
 
+    /// Once votes flow, stops every worker's next batch inside its transaction and waits
+    /// until worker `index` is caught there; returns the hold and that worker's pending count.
+    pub async fn catch_mid_batch(&self, index: usize) -> (Hold, u64) {
+        self.wait_for_votes(100).await;
+        let hold = self.hold_batches().await;
+        let pending = self.wait_mid_batch(index).await;
+        (hold, pending)
+    }
+
     /// Waits until worker `index` is stuck mid-batch behind a [`Hold`]: entries pending on its
     /// consumer and a PostgreSQL session waiting for the lock. Returns its pending count.
     pub async fn wait_mid_batch(&self, index: usize) -> u64 {
