@@ -66,5 +66,17 @@ mod tests {
             prop_assert_eq!(EntryId::parse(&x.to_string()), Some(x));
             prop_assert_eq!(x.cmp(&y), a.cmp(&b));
         }
+
+        /// Any text, near-miss IDs included, parses or not without panicking; what parses is
+        /// a pair of decimal numbers that prints back to an equal ID.
+        #[test]
+        fn any_text_parses_cleanly(s in "(\\PC{0,45}|[0-9+-]{0,24}|[0-9]{0,22}-[0-9]{0,22})") {
+            if let Some(id) = EntryId::parse(&s) {
+                let (ms, seq) = s.split_once('-').expect("a parsed ID has a dash");
+                prop_assert_eq!(ms.parse::<u64>().ok(), Some(id.ms));
+                prop_assert_eq!(seq.parse::<u64>().ok(), Some(id.seq));
+                prop_assert_eq!(EntryId::parse(&id.to_string()), Some(id));
+            }
+        }
     }
 }

@@ -141,7 +141,7 @@ fn same_host(origin: &str, host: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
     use proptest::prelude::*;
 
     #[test]
@@ -239,6 +239,90 @@ mod tests {
         #[test]
         fn json_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = json_vote(&body);
+        }
+
+        /// Whatever `Cookie` headers arrive, the lookup does not panic, and what it finds is
+        /// a trimmed piece of one of them.
+        #[test]
+        fn cookie_parser_never_panics(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..4),
+            name in "\\PC{0,12}",
+        ) {
+            let mut h = HeaderMap::new();
+            for value in &values {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    h.append(COOKIE, value);
+                }
+            }
+            if let Some(found) = cookie(&h, &name) {
+                prop_assert_eq!(found, found.trim());
+                prop_assert!(h.get_all(COOKIE).iter().any(|v| v.to_str().is_ok_and(|v| v.contains(found))));
+            }
+        }
+
+        /// A `voter_id` among other cookies, in any order and spacing, is found as sent.
+        #[test]
+        fn the_voter_cookie_is_found_among_others(
+            id in "[0-9a-f]{32}",
+            before in proptest::collection::vec("[a-z_]{1,8}=[a-zA-Z0-9]{0,8}", 0..4),
+            after in proptest::collection::vec("[a-z_]{1,8}=[a-zA-Z0-9]{0,8}", 0..4),
+            space in " {0,2}",
+        ) {
+            let others = |list: &[String]| list.iter().filter(|c| !c.starts_with("voter_id=")).cloned().collect::<Vec<_>>();
+            let mut pairs = others(&before);
+            pairs.push(format!("voter_id={id}"));
+            pairs.extend(others(&after));
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, HeaderValue::from_str(&pairs.join(&format!(";{space}"))).unwrap());
+            prop_assert_eq!(cookie(&h, "voter_id"), Some(id.as_str()));
+        }
+
+        /// Whatever `Origin`, `Host` and `Sec-Fetch-Site` say, the check answers without
+        /// panicking; a `Sec-Fetch-Site: cross-site` is always refused.
+        #[test]
+        fn cross_site_check_never_panics(
+            origin in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60)),
+            host in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60)),
+            site in proptest::option::of("(cross-site|same-origin|same-site|none|\\PC{0,12})"),
+        ) {
+            let mut h = HeaderMap::new();
+            for (name, value) in [(ORIGIN, origin), (HOST, host), (HeaderName::from_static("sec-fetch-site"), site.clone().map(String::into_bytes))] {
+                if let Some(value) = value.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                    h.insert(name, value);
+                }
+            }
+            let cross = is_cross_site(&h);
+            if h.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
+                prop_assert!(cross);
+            }
+        }
+
+        /// An `Origin` naming the very `Host` is same-site; any other host or port is not.
+        #[test]
+        fn origins_match_their_host_only(
+            name in "[a-z0-9][a-z0-9.-]{0,20}",
+            port in proptest::option::of(1u16..),
+            other in "[a-z0-9][a-z0-9.-]{0,20}",
+            scheme in "https?",
+        ) {
+            let host = match port { Some(p) => format!("{name}:{p}"), None => name.clone() };
+            let headers = |origin: &str| {
+                let mut h = HeaderMap::new();
+                h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+                h.insert(HOST, HeaderValue::from_str(&host).unwrap());
+                h
+            };
+            let same = format!("{scheme}://{host}");
+            prop_assert!(!is_cross_site(&headers(&same)), "{}", same);
+            if other != name {
+                let foreign = format!("{scheme}://{other}");
+                prop_assert!(is_cross_site(&headers(&foreign)), "{}", foreign);
+            }
+            if let Some(p) = port {
+                let q = if p == u16::MAX { 1 } else { p + 1 };
+                let other_port = format!("{scheme}://{name}:{q}");
+                prop_assert!(is_cross_site(&headers(&other_port)), "{}", other_port);
+            }
         }
     }
 }

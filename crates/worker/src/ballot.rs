@@ -188,14 +188,54 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever another writer put in the stream, parsing does not panic, and only a
+        /// well-formed voter id and a configured option ever come out as a ballot.
         #[test]
-        fn stream_parser_never_panics(voter in proptest::collection::vec(any::<u8>(), 0..40), vote in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let _ = from_stream(id(1, 0), &fields(&[("voter_id", &voter), ("vote", &vote)]), &options());
+        fn stream_parser_never_panics(
+            voter in proptest::collection::vec(any::<u8>(), 0..40),
+            vote in proptest::collection::vec(any::<u8>(), 0..40),
+            extra in proptest::option::of(("\\PC{0,10}", proptest::collection::vec(any::<u8>(), 0..20))),
+            drop_field in 0usize..3,
+        ) {
+            let mut entry = fields(&[("voter_id", &voter), ("vote", &vote)]);
+            match drop_field {
+                1 => { entry.remove("voter_id"); }
+                2 => { entry.remove("vote"); }
+                _ => {}
+            }
+            if let Some((name, value)) = extra {
+                entry.entry(name).or_insert(value);
+            }
+            if let Ok(ballot) = from_stream(id(1, 0), &entry, &options()) {
+                prop_assert!(VoterId::parse(&ballot.voter).is_some(), "{:?}", ballot);
+                prop_assert!(options().get(&ballot.vote).is_some(), "{:?}", ballot);
+            }
         }
 
+        /// A 32-hex-digit voter id with a configured option is a ballot, whatever else the
+        /// entry holds.
         #[test]
-        fn legacy_parser_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = from_legacy(&raw, id(1, 0), &options());
+        fn valid_stream_entries_parse(voter in "[0-9a-f]{32}", vote in "(a|b)", extra in "[a-z]{1,8}") {
+            let mut entry = fields(&[("voter_id", voter.as_bytes()), ("vote", vote.as_bytes())]);
+            entry.entry(extra).or_insert_with(|| b"x".to_vec());
+            let ballot = from_stream(id(7, 1), &entry, &options()).unwrap();
+            prop_assert_eq!((ballot.voter, ballot.vote, ballot.version), (voter, vote, id(7, 1)));
+        }
+
+        /// Whatever is in the original app's list, parsing does not panic, and a ballot has
+        /// a voter id of 1 to 32 lowercase hex digits and a configured option.
+        #[test]
+        fn legacy_parser_never_panics(
+            raw in proptest::prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                ("\\PC{0,40}", "\\PC{0,10}").prop_map(|(v, k)| serde_json::json!({"voter_id": v, "vote": k}).to_string().into_bytes()),
+            ],
+        ) {
+            if let Ok(ballot) = from_legacy(&raw, id(1, 0), &options()) {
+                prop_assert!((1..=32).contains(&ballot.voter.len()), "{:?}", ballot);
+                prop_assert!(ballot.voter.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{:?}", ballot);
+                prop_assert!(options().get(&ballot.vote).is_some(), "{:?}", ballot);
+            }
         }
 
         #[test]
