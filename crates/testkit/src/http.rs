@@ -73,3 +73,33 @@ pub async fn send(
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
     send(addr, Method::GET, path, &[], Bytes::new()).await
 }
+
+/// Panics unless `headers` carry what every answer of the services carries: `nosniff`,
+/// `Referrer-Policy: same-origin`, and a Content-Security-Policy that confines everything to
+/// the page's own origin, allows no inline code or `eval`, and forbids framing.
+pub fn assert_hardened(what: &str, headers: &HeaderMap) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(
+        header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}: {headers:?}"
+    );
+    assert_eq!(
+        header("referrer-policy"),
+        Some("same-origin"),
+        "{what}: {headers:?}"
+    );
+    let csp = header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no content-security-policy in {headers:?}"));
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    for expected in ["default-src 'self'", "frame-ancestors 'none'"] {
+        assert!(
+            directives.contains(&expected),
+            "{what}: {expected} in CSP {csp:?}"
+        );
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{what}: CSP {csp:?}"
+    );
+}

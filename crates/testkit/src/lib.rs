@@ -8,6 +8,8 @@
 //! services the test started, and [`Browser`] is a headless Chromium driven
 //! over WebDriver ([`fantoccini`]) for the end-to-end tests. [`story`] is those tests'
 //! browser story, told against any deployment of the app given its base URL.
+//! [`service`] runs a service binary as an operator would, as an unprivileged user when the
+//! tests run as root.
 //!
 //! The binaries are located with [`find_binary`]; when one is missing the
 //! error says which package to install.
@@ -28,6 +30,7 @@ mod nginx;
 mod postgres;
 mod process;
 mod redis;
+pub mod service;
 pub mod story;
 
 use std::collections::HashSet;

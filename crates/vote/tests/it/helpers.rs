@@ -312,33 +312,10 @@ pub fn is_voter_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Panics with the response unless it carries the hardening headers: `nosniff`, a
-/// `Referrer-Policy`, and a CSP that allows no inline code and no framing.
+/// Panics with the response unless it carries the hardening headers (see
+/// [`testkit::http::assert_hardened`]).
 pub fn assert_hardened(what: &str, resp: &TestResponse) {
-    assert_eq!(
-        resp.header("x-content-type-options"),
-        Some("nosniff"),
-        "{what}: {resp:?}"
-    );
-    assert_eq!(
-        resp.header("referrer-policy"),
-        Some("same-origin"),
-        "{what}: {resp:?}"
-    );
-    let csp = resp
-        .header("content-security-policy")
-        .unwrap_or_else(|| panic!("{what}: no content-security-policy in {resp:?}"));
-    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
-    for expected in ["default-src 'self'", "frame-ancestors 'none'"] {
-        assert!(
-            directives.contains(&expected),
-            "{what}: {expected} in CSP {csp:?}"
-        );
-    }
-    assert!(
-        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
-        "{what}: CSP {csp:?}"
-    );
+    testkit::http::assert_hardened(what, &resp.headers);
 }
 
 /// Runs `attempt` until it returns `Some`, every 50 ms, for at most `deadline`.

@@ -1,0 +1,290 @@
+//! A service binary (`vote`, `worker`, `result`) run as a child process the way an operator
+//! runs it: a clean environment, its own port, as an unprivileged user when the tests run as
+//! root, everything it prints kept, and SIGTERM to stop it.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::http::Answer;
+use crate::process::{current_uid, kill_and_wait, lookup_user, send_signal, wait_timeout};
+
+/// The user services run as when the tests run as root.
+pub const UNPRIVILEGED_USER: &str = "nobody";
+/// How long a service may take to stop after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `(uid, gid)` to run services as: those of [`UNPRIVILEGED_USER`] when this process is
+/// root, `None` when it is not (a service it starts is unprivileged already).
+///
+/// # Errors
+///
+/// When running as root and there is no such user.
+pub fn unprivileged_user() -> anyhow::Result<Option<(u32, u32)>> {
+    if current_uid()? != 0 {
+        return Ok(None);
+    }
+    match lookup_user(UNPRIVILEGED_USER)? {
+        Some(ids) => Ok(Some(ids)),
+        None => anyhow::bail!(
+            "running as root, and there is no `{UNPRIVILEGED_USER}` user to run the services \
+             as: create it (useradd --system {UNPRIVILEGED_USER})"
+        ),
+    }
+}
+
+/// The real, effective, saved and file-system ids of process `pid`, and its supplementary
+/// groups, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    pub groups: Vec<u32>,
+}
+
+impl Credentials {
+    /// Reads them for `pid`.
+    ///
+    /// # Errors
+    ///
+    /// When the process is gone or `/proc` cannot be read.
+    pub fn of(pid: u32) -> anyhow::Result<Credentials> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let ids = |field: &str| -> Vec<u32> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Credentials {
+            uids: ids("Uid:"),
+            gids: ids("Gid:"),
+            groups: ids("Groups:"),
+        })
+    }
+
+    /// Whether nothing of root is left: no uid, gid or supplementary group 0.
+    #[must_use]
+    pub fn is_unprivileged(&self) -> bool {
+        !self.uids.is_empty()
+            && !self.gids.is_empty()
+            && ![&self.uids, &self.gids, &self.groups]
+                .iter()
+                .any(|ids| ids.contains(&0))
+    }
+}
+
+/// A running service binary. Dropping it kills the process.
+pub struct ServiceProcess {
+    child: Child,
+    addr: SocketAddr,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl ServiceProcess {
+    /// Starts `exe` with only `PATH`, `VOTING_LISTEN` (a free port on 127.0.0.1) and `env` in
+    /// its environment, as `run_as` (`(uid, gid)`) when given. Its stdout and stderr are kept.
+    ///
+    /// # Errors
+    ///
+    /// When the binary cannot be started.
+    pub fn spawn(
+        exe: &Path,
+        env: &[(&str, String)],
+        run_as: Option<(u32, u32)>,
+    ) -> anyhow::Result<ServiceProcess> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
+        let mut cmd = Command::new(exe);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("VOTING_LISTEN", addr.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = run_as {
+            // std drops root's supplementary groups too when it changes the uid.
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|mut stream| {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            })
+        })
+        .collect();
+        Ok(ServiceProcess {
+            child,
+            addr,
+            output,
+            readers,
+        })
+    }
+
+    /// The address it listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it printed so far.
+    #[must_use]
+    pub fn output(&self) -> String {
+        let bytes = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// `GET path`.
+    ///
+    /// # Errors
+    ///
+    /// When nothing answers.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        crate::http::get(self.addr, path).await
+    }
+
+    /// Polls `GET /readyz` until it answers 200, for at most `limit`.
+    ///
+    /// # Panics
+    ///
+    /// When the process exits first or `limit` passes; the message holds its output.
+    pub async fn until_ready(&mut self, limit: Duration) -> Answer {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the service exited ({status}) before it was ready:\n{}",
+                    self.output()
+                );
+            }
+            let last = self.get("/readyz").await;
+            if let Ok(answer) = last {
+                if answer.status == 200 {
+                    return answer;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not ready within {limit:?}: {answer:?}\n{}",
+                    self.output()
+                );
+            } else {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer within {limit:?}: {last:?}\n{}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit (SIGKILL after 30 s); returns the exit status and
+    /// everything it printed.
+    ///
+    /// # Errors
+    ///
+    /// When the signal cannot be sent, or the process does not stop in time.
+    pub fn stop(mut self) -> anyhow::Result<(ExitStatus, String)> {
+        send_signal(self.child.id(), "TERM")?;
+        let Some(status) = wait_timeout(&mut self.child, STOP_DEADLINE) else {
+            kill_and_wait(&mut self.child);
+            anyhow::bail!(
+                "still running {STOP_DEADLINE:?} after SIGTERM:\n{}",
+                self.output()
+            );
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Ok((status, self.output()))
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            kill_and_wait(&mut self.child);
+        }
+    }
+}
+
+/// A file holding a password, as a Docker secret is: readable by its owner only, owned by the
+/// user the service runs as. Removed on drop.
+pub struct SecretFile {
+    dir: tempfile::TempDir,
+}
+
+impl SecretFile {
+    /// Writes `content` to a file owned by `owner` (`(uid, gid)`, or this process's user).
+    ///
+    /// # Errors
+    ///
+    /// When the temp dir or the file cannot be made.
+    pub fn new(content: &str, owner: Option<(u32, u32)>) -> anyhow::Result<SecretFile> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-secret-")
+            .tempdir()
+            .context("cannot create a temp dir for a secret")?;
+        // Others may pass through to the file, not list the directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+        let path = dir.path().join("password");
+        std::fs::write(&path, content)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .with_context(|| format!("cannot give {} to uid {uid}", path.display()))?;
+        }
+        Ok(SecretFile { dir })
+    }
+
+    #[must_use]
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("password")
+    }
+}

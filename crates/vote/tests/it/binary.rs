@@ -1,0 +1,145 @@
+//! The `vote` binary as an operator runs it: as an unprivileged user, with the Redis password
+//! in a file, which never shows in its output or its metrics; a bad configuration file stops
+//! it with exit code 2 and one line naming the key.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use testkit::service::{Credentials, SecretFile, ServiceProcess, unprivileged_user};
+
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
+    let redis_password = "redis-pw-5e1f0a2b";
+    let pg_password = "pg-pw-77aa13";
+    let run_as = unprivileged_user().expect("an unprivileged user to run as");
+    if run_as.is_none() {
+        println!("the tests run unprivileged already: the service runs as the same user");
+    }
+    let redis = testkit::Redis::start().expect("redis-server starts");
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(redis_password)
+        .query_async(&mut admin)
+        .await
+        .expect("Redis now asks for a password");
+    let secret = SecretFile::new(&format!("{redis_password}\n"), run_as).unwrap();
+
+    let mut vote = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_vote").as_ref(),
+        &[
+            ("RUST_LOG", "debug".to_string()),
+            ("VOTING_REDIS__URL", redis.url()),
+            (
+                "VOTING_REDIS__PASSWORD_FILE",
+                secret.path().display().to_string(),
+            ),
+            // vote never connects to PostgreSQL, but the setting is read, and logged nowhere.
+            (
+                "VOTING_POSTGRES__URL",
+                format!("postgres://app:{pg_password}@127.0.0.1:1/votes"),
+            ),
+        ],
+        run_as,
+    )
+    .expect("the vote binary starts");
+    vote.until_ready(READY_WITHIN).await;
+
+    let credentials = Credentials::of(vote.pid()).unwrap();
+    assert!(credentials.is_unprivileged(), "{credentials:?}");
+    if let Some((uid, gid)) = run_as {
+        assert!(
+            credentials.uids.iter().all(|u| *u == uid),
+            "{credentials:?}"
+        );
+        assert!(
+            credentials.gids.iter().all(|g| *g == gid),
+            "{credentials:?}"
+        );
+    }
+
+    // A vote goes through with the password read from the file.
+    let answer = testkit::http::send(
+        vote.addr(),
+        http::Method::POST,
+        "/api/vote",
+        &[("content-type", "application/json")],
+        r#"{"vote":"a"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+    let queued: u64 = redis::cmd("XLEN")
+        .arg("ballots")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+
+    let metrics = vote.get("/metrics").await.unwrap();
+    assert_eq!(metrics.status, StatusCode::OK);
+    for password in [redis_password, pg_password] {
+        assert!(!metrics.body.contains(password), "{}", metrics.body);
+    }
+
+    let (status, output) = vote.stop().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM is a clean stop: {status}\n{output}"
+    );
+    assert!(
+        output.contains("listening"),
+        "the log was captured: {output}"
+    );
+    for password in [redis_password, pg_password] {
+        assert!(
+            !output.contains(password),
+            "{password} in the log:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_exits_2_naming_it() {
+    let dir = std::env::temp_dir().join(format!("vote-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text, key) in [
+        (
+            "unknown.toml",
+            "[http]\nmax_conections = 5\n",
+            "http.max_conections",
+        ),
+        (
+            "wrong-type.toml",
+            "[http]\nmax_body_bytes = \"4k\"\n",
+            "http.max_body_bytes",
+        ),
+        ("top-level.toml", "colour = \"red\"\n", "colour"),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vote"))
+            .env_clear()
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{file}: one line: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(file),
+            "{file}: names {key} and the file: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
