@@ -7,12 +7,17 @@
 //! - [`live`]: votes reaching open sockets; tallies equal the count of votes; same options as vote.
 //! - [`scale`]: a thousand sockets at once, and a client that never reads.
 //! - [`outage`]: PostgreSQL down and back under an open socket.
+//! - [`binary`]: the binary run unprivileged, its password kept out of its output and metrics.
 //! - [`bad_input`]: refused handshakes, the socket cap, oversized messages, 404 and 405.
+//! - [`frames`]: WebSocket frames written by hand: malformed ones, fragments over the limit,
+//!   a huge announced length.
 //! - [`ops`]: health, readiness, metrics, starting without PostgreSQL, shutdown.
 //! - [`e2e`]: the whole app in headless Chromium, through Nginx with the project's routes.
 
 mod bad_input;
+mod binary;
 mod e2e;
+mod frames;
 mod helpers;
 mod live;
 mod ops;

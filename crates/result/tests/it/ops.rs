@@ -1,8 +1,9 @@
-//! Health, readiness and metrics; starting while PostgreSQL is unreachable; shutdown.
+//! Health, readiness and metrics; starting while PostgreSQL is unreachable; shutdown; the
+//! hardening headers on every answer.
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
-use crate::helpers::{Infra, Received, metric, spawn_result, spawn_result_with, voter};
+use crate::helpers::{Infra, Received, eventually, metric, spawn_result, spawn_result_with, voter};
 use common::config::{Config, Service};
 use figment::Figment;
 use figment::providers::Serialized;
@@ -87,4 +88,104 @@ async fn shutdown_closes_open_sockets_with_1001() {
             }
         }
     }
+}
+
+/// `(what, method, path, headers, expected status)` of one request.
+type Case<'a> = (
+    &'a str,
+    Method,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    StatusCode,
+);
+
+#[tokio::test]
+async fn every_answer_carries_the_hardening_headers() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f.merge(("result.max_sockets", 1))).await;
+    app.tally_where("a fresh tally", |t| !t.stale).await;
+    let upgrade = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let foreign = [upgrade.as_slice(), &[("origin", "http://evil.example")]].concat();
+    let cases: Vec<Case<'_>> = vec![
+        ("page", Method::GET, "/", &[], StatusCode::OK),
+        ("page HEAD", Method::HEAD, "/", &[], StatusCode::OK),
+        ("tally", Method::GET, "/api/tally", &[], StatusCode::OK),
+        (
+            "css",
+            Method::GET,
+            "/static/result.css",
+            &[],
+            StatusCode::OK,
+        ),
+        ("js", Method::GET, "/static/result.js", &[], StatusCode::OK),
+        ("healthz", Method::GET, "/healthz", &[], StatusCode::OK),
+        ("readyz", Method::GET, "/readyz", &[], StatusCode::OK),
+        ("metrics", Method::GET, "/metrics", &[], StatusCode::OK),
+        ("404", Method::GET, "/missing", &[], StatusCode::NOT_FOUND),
+        (
+            "405",
+            Method::POST,
+            "/",
+            &[],
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "plain GET /ws",
+            Method::GET,
+            "/ws",
+            &[],
+            StatusCode::UPGRADE_REQUIRED,
+        ),
+        (
+            "ws without key",
+            Method::GET,
+            "/ws",
+            &upgrade[..3],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "ws cross-origin",
+            Method::GET,
+            "/ws",
+            &foreign,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "ws accepted",
+            Method::GET,
+            "/ws",
+            &upgrade,
+            StatusCode::SWITCHING_PROTOCOLS,
+        ),
+    ];
+    for (what, method, path, headers, status) in cases {
+        let answer = app.send(method, path, headers).await;
+        assert_eq!(answer.status, status, "{what}: {answer:?}");
+        testkit::http::assert_hardened(what, &answer.headers);
+    }
+    // The socket accepted above is gone once its client hung up; the next one takes the one
+    // place, and another while it is open is refused with 503, hardened too.
+    let _open = eventually("the place is free again", || async {
+        app.socket_with(&[]).await.ok()
+    })
+    .await;
+    let full = app.send(Method::GET, "/ws", &upgrade).await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE, "{full:?}");
+    testkit::http::assert_hardened("ws full", &full.headers);
+
+    // Without PostgreSQL, /readyz says 503: hardened as well.
+    let port = testkit::free_port();
+    let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Result))).merge((
+        "postgres.url",
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    ));
+    let down = spawn_result_with(Config::from_figment(&figment).unwrap()).await;
+    let readyz = down.get("/readyz").await;
+    assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
+    testkit::http::assert_hardened("readyz 503", &readyz.headers);
 }
