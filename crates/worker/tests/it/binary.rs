@@ -1,6 +1,7 @@
 //! The `worker` binary as a user runs it: bad configuration exits with code 2 and one line
 //! naming the key and its source; passwords never reach the log; SIGTERM stops it cleanly;
-//! `worker healthcheck` probes a running worker (as a container's health check does).
+//! `worker healthcheck` probes a running worker (as a container's health check does); it runs
+//! as an unprivileged user, and its passwords never reach its output or its metrics.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -187,4 +188,92 @@ fn healthcheck_probes_the_configured_port() {
         .arg(child.id().to_string())
         .status();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
+    use testkit::service::{Credentials, SecretFile, ServiceProcess, unprivileged_user};
+
+    let redis_password = "redis-pw-9c2d41e7";
+    let pg_password = "pg-pw-c0ffee11";
+    let run_as = unprivileged_user().expect("an unprivileged user to run as");
+    if run_as.is_none() {
+        println!("the tests run unprivileged already: the worker runs as the same user");
+    }
+    let infra = crate::helpers::Infra::start().await;
+    infra.xadd(&crate::helpers::voter(1), "b").await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(redis_password)
+        .query_async(&mut infra.redis().await)
+        .await
+        .expect("Redis now asks for a password");
+    let redis_secret = SecretFile::new(redis_password, run_as).unwrap();
+    let pg_secret = SecretFile::new(pg_password, run_as).unwrap();
+
+    let mut worker = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[
+            ("RUST_LOG", "debug".to_string()),
+            ("VOTING_REDIS__URL", infra.redis.url()),
+            (
+                "VOTING_REDIS__PASSWORD_FILE",
+                redis_secret.path().display().to_string(),
+            ),
+            ("VOTING_POSTGRES__URL", infra.db_url.clone()),
+            (
+                "VOTING_POSTGRES__PASSWORD_FILE",
+                pg_secret.path().display().to_string(),
+            ),
+        ],
+        run_as,
+    )
+    .expect("the worker binary starts");
+    worker.until_ready(Duration::from_secs(30)).await;
+
+    let credentials = Credentials::of(worker.pid()).unwrap();
+    assert!(credentials.is_unprivileged(), "{credentials:?}");
+    if let Some((uid, _)) = run_as {
+        assert!(
+            credentials.uids.iter().all(|u| *u == uid),
+            "{credentials:?}"
+        );
+    }
+    // The ballot queued before it started is applied, through Redis' password.
+    testkit::eventually(Duration::from_secs(30), "the ballot is applied", || async {
+        infra
+            .votes()
+            .await
+            .contains_key(&crate::helpers::voter(1))
+            .then_some(())
+    })
+    .await;
+
+    let metrics = worker.get("/metrics").await.unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("worker_rows_upserted_total 1"),
+        "{}",
+        metrics.body
+    );
+    for password in [redis_password, pg_password] {
+        assert!(!metrics.body.contains(password), "{}", metrics.body);
+    }
+
+    let (status, output) = worker.stop().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM is a clean stop: {status}\n{output}"
+    );
+    assert!(
+        output.contains("listening"),
+        "the log was captured: {output}"
+    );
+    for password in [redis_password, pg_password] {
+        assert!(
+            !output.contains(password),
+            "{password} in the log:\n{output}"
+        );
+    }
 }
