@@ -4,6 +4,8 @@
 //!
 //! - [`e2e`]: the binary alone in headless Chromium, through the browser story that result's
 //!   end-to-end tests tell behind Nginx.
+//! - [`hostile`]: forged voter ids and option keys, through the app and straight into Redis,
+//!   never reach the queue or PostgreSQL as given.
 //! - [`helpers`]: the infrastructure, the app, the binary, a WebSocket client, polling.
 //! - [`routes`]: Nginx's routes in one process: redirects, prefixes, 404, 405, health.
 //! - [`story`]: a vote travels from the form to the tally and to an open WebSocket.
@@ -12,6 +14,7 @@
 
 mod e2e;
 mod helpers;
+mod hostile;
 mod routes;
 mod story;
 mod supervised;
