@@ -16,8 +16,12 @@
 //! - [`service`]: what every `main.rs` does (arguments, config, exit code 2, signals).
 //! - [`healthcheck`]: the `healthcheck [URL]` subcommand of every service binary, for
 //!   container images without a shell or curl.
+//! - [`backoff`]: capped exponential backoff for the retry loops.
+//! - [`system`]: Unix facts without `unsafe` (uids, users, programs on `PATH`, signals), for
+//!   the `voting` supervisor and the test kit.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod healthcheck;
 pub mod http;
@@ -28,6 +32,7 @@ pub mod queue;
 pub mod schema;
 pub mod secret;
 pub mod service;
+pub mod system;
 pub mod telemetry;
 pub mod voter;
 

@@ -1,12 +1,17 @@
-//! Small Unix facts and acts without `unsafe`: who we are, system users, whether a user can
-//! reach a directory, where a program is, and signals sent with the `kill` command.
+//! Small Unix facts and acts without `unsafe`, shared by the `voting` supervisor and the test
+//! kit: who we are, system users, whether a user can reach a directory, where a program is,
+//! the end of a log file, and signals sent with the `kill` command.
 
 use std::ffi::OsStr;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use anyhow::Context;
+
+/// Where Debian and Ubuntu keep the versioned PostgreSQL server programs, out of `PATH`.
+pub const DEBIAN_POSTGRES: &str = "/usr/lib/postgresql";
 
 /// The effective uid of this process (`/proc/self` belongs to it).
 pub fn effective_uid() -> Option<u32> {
@@ -37,10 +42,10 @@ fn parse_passwd(passwd: &str, name: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// The first existing ancestor of `dir` (excluding `dir` itself) that the user `uid`/`gid`
-/// cannot traverse, if any. Directories that do not exist yet are created traversable.
+/// The first existing directory among `dir` and its ancestors that the user `uid`/`gid`
+/// cannot traverse, if any. Directories that do not exist yet are not judged.
 pub fn untraversable_ancestor(dir: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
-    dir.ancestors().skip(1).find_map(|ancestor| {
+    dir.ancestors().find_map(|ancestor| {
         let meta = std::fs::metadata(ancestor).ok()?;
         let mode = meta.mode();
         let allowed = if meta.uid() == uid {
@@ -68,21 +73,59 @@ pub fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`) to `pid` with the `kill` program, found
-/// at its usual places first so that an odd `PATH` cannot stop a clean shutdown.
-pub async fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
+/// `/usr/lib/postgresql/<version>/bin` directories, highest version first.
+pub fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(DEBIAN_POSTGRES) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<(Vec<u64>, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let key = name
+                .split('.')
+                .map(str::parse::<u64>)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            Some((key, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// The last `max_bytes` of the log at `path`, introduced by its name, for error messages.
+pub fn log_tail(path: &Path, max_bytes: u64) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) if text.trim().is_empty() => format!("(log {} is empty)", path.display()),
+        Ok(text) => format!("--- end of {} ---\n{}", path.display(), text.trim_end()),
+        Err(e) => format!("(cannot read log {}: {e})", path.display()),
+    }
+}
+
+/// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`, `"STOP"`…) to `pid` with the `kill`
+/// program, found at its usual places first so that an odd `PATH` cannot stop a clean
+/// shutdown. Waits for `kill` itself, which takes a millisecond or so.
+pub fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let kill = ["/bin/kill", "/usr/bin/kill"]
         .iter()
         .map(PathBuf::from)
         .find(|p| is_executable(p))
         .or_else(|| find_on_path("kill"))
         .unwrap_or_else(|| PathBuf::from("kill"));
-    let output = tokio::process::Command::new(&kill)
+    let output = Command::new(&kill)
         .args([OsStr::new("-s"), OsStr::new(name)])
         .arg(pid.to_string())
         .stdin(Stdio::null())
         .output()
-        .await
         .with_context(|| format!("cannot run `kill -s {name} {pid}`"))?;
     anyhow::ensure!(
         output.status.success(),
@@ -109,5 +152,17 @@ mod tests {
     #[test]
     fn root_can_traverse_everything_it_owns() {
         assert_eq!(untraversable_ancestor(Path::new("/tmp/x/y"), 0, 0), None);
+    }
+
+    #[test]
+    fn tail_of_a_missing_log_says_so() {
+        assert!(log_tail(Path::new("/no/such/log"), 100).contains("cannot read log"));
+    }
+
+    #[test]
+    fn a_signal_to_no_process_is_an_error() {
+        // Above the kernel's largest pid (2^22).
+        let err = send_signal(4_194_305, "TERM").unwrap_err().to_string();
+        assert!(err.contains("kill -s TERM 4194305"), "{err}");
     }
 }

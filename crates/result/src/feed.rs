@@ -21,6 +21,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use common::backoff::Backoff;
 use common::config::Config;
 use common::metrics::{Counter, Gauge};
 use common::options::Options;
@@ -135,7 +136,7 @@ impl Feed {
     /// Runs until `stop` turns true: connect, read, publish, wait for a notification or the
     /// poll, read again; on any failure mark the tally stale and reconnect after a backoff.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         loop {
             let error = tokio::select! {
                 ended = self.session(&mut backoff) => {
@@ -145,7 +146,7 @@ impl Feed {
                 _ = crate::socket::stopped(&mut stop) => return,
             };
             self.stats.failures.inc();
-            let wait = backoff.next();
+            let wait = backoff.next_wait();
             tracing::warn!(error = format!("{error:#}"), retry_in = ?wait, "tally feed lost PostgreSQL; showing the last tally as stale");
             self.stats.set_error(Some(format!("{error:#}")));
             let counts = self.tx.borrow().counts.clone();
@@ -321,37 +322,5 @@ impl Driven {
             Some(Err(e)) => Err(e).context("PostgreSQL connection failed"),
             None => Err(anyhow::anyhow!("PostgreSQL closed the connection")),
         }
-    }
-}
-
-/// Capped exponential backoff: 100 ms, 200 ms, … up to 5 s.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let wait = BACKOFF_FIRST.saturating_mul(2u32.saturating_pow(self.failures.min(16)));
-        self.failures = self.failures.saturating_add(1);
-        wait.min(BACKOFF_MAX)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_five_seconds() {
-        let mut b = Backoff::default();
-        let waits: Vec<u128> = (0..8).map(|_| b.next().as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next(), BACKOFF_FIRST);
     }
 }

@@ -1,14 +1,12 @@
 //! Locating server binaries on `PATH` (and in Debian's PostgreSQL layout).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use common::system::{DEBIAN_POSTGRES, is_executable, postgres_bin_dirs};
 
 /// PostgreSQL programs that Debian/Ubuntu keep out of `PATH`, under
 /// `/usr/lib/postgresql/<version>/bin`.
 const POSTGRES_BINARIES: &[&str] = &["initdb", "postgres", "pg_ctl", "pg_isready"];
-
-/// Where Debian/Ubuntu install versioned PostgreSQL server binaries.
-const POSTGRES_LIB_DIR: &str = "/usr/lib/postgresql";
 
 /// Where Debian puts programs that a user's `PATH` may lack (`/usr/sbin` is root's).
 const FIXED_LOCATIONS: &[(&str, &str)] = &[
@@ -63,7 +61,7 @@ pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
 
     let package = package_for(name);
     let searched = if is_postgres {
-        format!("on PATH or in {POSTGRES_LIB_DIR}/*/bin")
+        format!("on PATH or in {DEBIAN_POSTGRES}/*/bin")
     } else if let Some(path) = fixed {
         format!("on PATH or at {}", path.display())
     } else {
@@ -84,32 +82,6 @@ fn package_for(name: &str) -> &str {
         "chromium" | "chromedriver" => "chromium chromium-driver",
         other => other,
     }
-}
-
-/// `/usr/lib/postgresql/<version>/bin` directories, highest version first.
-fn postgres_bin_dirs() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(POSTGRES_LIB_DIR) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(Vec<u64>, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let key = name
-                .split('.')
-                .map(str::parse::<u64>)
-                .collect::<Result<Vec<_>, _>>()
-                .ok()?;
-            Some((key, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
-    versions.into_iter().map(|(_, dir)| dir).collect()
-}
-
-/// Whether `path` is a regular file (following symlinks) with an execute bit.
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

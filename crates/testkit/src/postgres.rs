@@ -299,27 +299,15 @@ fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
 /// Fails unless the user `uid`/`gid` can traverse every ancestor of `dir`
 /// (the data directories live below it).
 fn check_traversable(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    for ancestor in dir.ancestors() {
-        let Ok(meta) = std::fs::metadata(ancestor) else {
-            continue;
-        };
-        let mode = meta.mode();
-        let allowed = if meta.uid() == uid {
-            mode & 0o100 != 0
-        } else if meta.gid() == gid {
-            mode & 0o010 != 0
-        } else {
-            mode & 0o001 != 0
-        };
-        anyhow::ensure!(
-            allowed,
+    match common::system::untraversable_ancestor(dir, uid, gid) {
+        None => Ok(()),
+        Some(blocked) => anyhow::bail!(
             "the {POSTGRES_USER} user (uid {uid}) cannot traverse {}, which holds the \
              temp dir {}; point TMPDIR at a world-traversable directory such as /tmp",
-            ancestor.display(),
+            blocked.display(),
             dir.display()
-        );
+        ),
     }
-    Ok(())
 }
 
 /// The template data directory for this process, made on first use.

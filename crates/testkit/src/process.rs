@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -48,19 +47,7 @@ pub(crate) fn log_stdio(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
 
 /// The last few kilobytes of the log at `path`, for error messages.
 pub(crate) fn log_tail(path: &Path) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
-        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read() {
-        Ok(text) if text.trim().is_empty() => format!("(log {} is empty)", path.display()),
-        Ok(text) => format!("--- tail of {} ---\n{}", path.display(), text.trim_end()),
-        Err(e) => format!("(cannot read log {}: {e})", path.display()),
-    }
+    common::system::log_tail(path, LOG_TAIL_BYTES)
 }
 
 /// The current length of the file at `path` (0 if it does not exist), to
@@ -84,20 +71,7 @@ pub(crate) fn log_since(path: &Path, offset: u64) -> String {
 /// Sends signal `name` (e.g. `"INT"`, `"QUIT"`) to `pid` with the `kill`
 /// command. Needs no unsafe code, unlike calling `kill(2)` directly.
 pub(crate) fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let output = Command::new("kill")
-        .arg("-s")
-        .arg(name)
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run `kill -s {name} {pid}`: {e}"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "`kill -s {name} {pid}` failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
+    common::system::send_signal(pid, name)
 }
 
 /// Sends signal `name` to every process of the process group `pgid` (a child
@@ -187,54 +161,18 @@ pub(crate) fn kill_and_wait(child: &mut Child) {
 
 /// The effective uid of this process.
 pub(crate) fn current_uid() -> anyhow::Result<u32> {
-    // `/proc/self` is owned by the effective uid of the process looking at it.
-    if let Ok(meta) = std::fs::metadata("/proc/self") {
-        return Ok(meta.uid());
-    }
-    let output = Command::new("id")
-        .arg("-u")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run `id -u`: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.trim()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("cannot parse `id -u` output {text:?}: {e}"))
+    common::system::effective_uid()
+        .ok_or_else(|| anyhow::anyhow!("cannot read the owner of /proc/self"))
 }
 
 /// Looks up `name` in `/etc/passwd`, returning its `(uid, gid)`.
 pub(crate) fn lookup_user(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
-    let passwd = std::fs::read_to_string("/etc/passwd")
-        .map_err(|e| anyhow::anyhow!("cannot read /etc/passwd: {e}"))?;
-    Ok(parse_passwd(&passwd, name))
-}
-
-/// Finds `name` in the text of a passwd file.
-fn parse_passwd(passwd: &str, name: &str) -> Option<(u32, u32)> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != name {
-            return None;
-        }
-        let _password = fields.next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let gid = fields.next()?.parse().ok()?;
-        Some((uid, gid))
-    })
+    Ok(common::system::lookup_user(name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_passwd() {
-        let text = "root:x:0:0:root:/root:/bin/bash\n\
-                    postgres:x:101:104:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash\n";
-        assert_eq!(parse_passwd(text, "postgres"), Some((101, 104)));
-        assert_eq!(parse_passwd(text, "root"), Some((0, 0)));
-        assert_eq!(parse_passwd(text, "post"), None);
-    }
 
     #[test]
     fn port_collisions_are_recognised() {
@@ -256,11 +194,5 @@ mod tests {
         assert!(!in_group_alive(stat, 4200));
         assert!(!in_group_alive("4243 (chromium) Z 1 4100 4100 0", 4100));
         assert!(!in_group_alive("garbage", 4100));
-    }
-
-    #[test]
-    fn tail_of_missing_log() {
-        let tail = log_tail(Path::new("/definitely/not/here.log"));
-        assert!(tail.contains("cannot read log"), "{tail}");
     }
 }

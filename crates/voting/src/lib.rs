@@ -26,7 +26,6 @@ pub mod app;
 pub mod daemons;
 pub mod plan;
 pub mod supervise;
-pub mod system;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -12,14 +12,12 @@ use std::time::Duration;
 
 use common::config::Config;
 
-use crate::system;
+use common::system;
 
 /// What to install when a program is missing.
 pub const INSTALL_HINT: &str = "apt-get install redis-server postgresql, or nix develop";
 /// The system user PostgreSQL runs as when this process runs as root (PostgreSQL refuses root).
 pub const POSTGRES_USER: &str = "postgres";
-/// Where Debian and Ubuntu keep the versioned PostgreSQL server programs.
-const DEBIAN_POSTGRES: &str = "/usr/lib/postgresql";
 /// The data directory of root, whose home the `postgres` user cannot enter.
 const ROOT_DATA_DIR: &str = "/var/lib/voting";
 
@@ -198,7 +196,11 @@ pub fn find_postgres(cluster: &Path) -> Option<(PathBuf, PathBuf)> {
             .then_some((initdb, postgres))
     };
     if let Ok(version) = std::fs::read_to_string(cluster.join("PG_VERSION"))
-        && let Some(found) = pair(&Path::new(DEBIAN_POSTGRES).join(version.trim()).join("bin"))
+        && let Some(found) = pair(
+            &Path::new(system::DEBIAN_POSTGRES)
+                .join(version.trim())
+                .join("bin"),
+        )
     {
         return Some(found);
     }
@@ -211,28 +213,7 @@ pub fn find_postgres(cluster: &Path) -> Option<(PathBuf, PathBuf)> {
             return Some((initdb, postgres));
         }
     }
-    debian_postgres_dirs().iter().find_map(|dir| pair(dir))
-}
-
-/// `/usr/lib/postgresql/<version>/bin`, highest version first.
-fn debian_postgres_dirs() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(DEBIAN_POSTGRES) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(Vec<u64>, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let key = name
-                .split('.')
-                .map(str::parse::<u64>)
-                .collect::<Result<Vec<_>, _>>()
-                .ok()?;
-            Some((key, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
-    versions.into_iter().map(|(_, dir)| dir).collect()
+    system::postgres_bin_dirs().iter().find_map(|dir| pair(dir))
 }
 
 #[cfg(test)]

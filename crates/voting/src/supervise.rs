@@ -10,7 +10,6 @@
 //!   this process only, and it stops them in order.
 
 use std::ffi::OsString;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,13 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use common::backoff::Backoff;
 use common::metrics::{Counter, Gauge};
+use common::system::send_signal;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::daemons::log_stdio;
-use crate::system::send_signal;
 
 /// How long a daemon may take to become ready (PostgreSQL may be recovering after a crash).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -204,7 +204,7 @@ async fn watch(
     stats: Arc<ChildStats>,
 ) {
     let name = daemon.name;
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
     let mut since = Instant::now();
     loop {
         let status = tokio::select! {
@@ -226,7 +226,7 @@ async fn watch(
             daemon.log.display()
         );
         child = loop {
-            let wait = backoff.next();
+            let wait = backoff.next_wait();
             tracing::warn!(daemon = name, restart_in = ?wait, "{why}; restarting it");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -261,7 +261,7 @@ async fn halt(daemon: &Daemon, mut child: Child) {
         signal = daemon.stop_signal,
         "stopping"
     );
-    if let Err(e) = send_signal(pid, daemon.stop_signal).await {
+    if let Err(e) = send_signal(pid, daemon.stop_signal) {
         tracing::warn!(
             daemon = daemon.name,
             pid,
@@ -286,39 +286,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// The last lines of the log at `path`, for error messages.
+/// The end of the log at `path`, for error messages.
 pub fn log_tail(path: &Path) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read() {
-        Ok(text) if text.trim().is_empty() => format!("(its log {} is empty)", path.display()),
-        Ok(text) => format!("--- end of {} ---\n{}", path.display(), text.trim_end()),
-        Err(e) => format!("(cannot read its log {}: {e})", path.display()),
-    }
-}
-
-/// Capped exponential backoff: 250 ms, 500 ms, … up to 30 s.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let wait = BACKOFF_FIRST * 2u32.pow(self.failures.min(7));
-        self.failures += 1;
-        wait.min(BACKOFF_MAX)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
+    common::system::log_tail(path, LOG_TAIL_BYTES)
 }
 
 #[cfg(test)]
@@ -326,15 +296,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_capped() {
-        let mut b = Backoff::default();
-        let waits: Vec<u64> = (0..10).map(|_| b.next().as_millis() as u64).collect();
+    fn restarts_back_off_from_a_quarter_second_to_half_a_minute() {
+        let mut b = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
+        let waits: Vec<u64> = (0..10).map(|_| b.next_wait().as_millis() as u64).collect();
         assert_eq!(
             waits,
             [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
-        b.reset();
-        assert_eq!(b.next(), BACKOFF_FIRST);
     }
 
     #[test]

@@ -19,11 +19,16 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
+use common::backoff::Backoff;
 use common::config::Config;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use worker::{StepOutcome, Worker};
+
+/// A failed batch is retried after 100 ms, then twice as long each time, up to 5 s.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the worker until `shutdown` completes, with its health listener on `listener`.
 /// Shutdown is observed between batches: a batch in flight is committed and acknowledged (or
@@ -58,7 +63,7 @@ pub async fn run(
 pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut stopping = false;
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     while !stopping {
         let step = worker.step();
         tokio::pin!(step);
@@ -72,7 +77,7 @@ pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
         match result {
             Ok(_) => backoff.reset(),
             Err(e) => {
-                let wait = backoff.next();
+                let wait = backoff.next_wait();
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?wait, "batch failed; votes stay queued");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -80,37 +85,5 @@ pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
                 }
             }
         }
-    }
-}
-
-/// Capped exponential backoff: 100 ms, 200 ms, … up to 5 s.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let wait = Duration::from_millis(100) * 2u32.pow(self.failures.min(6));
-        self.failures += 1;
-        wait.min(Duration::from_secs(5))
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped() {
-        let mut b = Backoff::default();
-        let waits: Vec<u64> = (0..9).map(|_| b.next().as_millis() as u64).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next(), Duration::from_millis(100));
     }
 }
