@@ -69,6 +69,7 @@
         images = import ./nix/images.nix {
           inherit pkgs nginxConf;
           inherit (rust) packages;
+          inherit (rust.commonArgs) version;
         };
 
         checks = import ./nix/checks.nix { inherit pkgs craneLib rust; };

@@ -7,12 +7,16 @@
 # holds Nginx, the configuration of nginx/ (upstreams vote:8082 and result:8083, as in
 # docker-compose.yml) and the vote binary, whose `healthcheck URL` probes Nginx.
 #
+# The tag is the workspace's version (Cargo.toml), the one deploy/kubernetes/ runs.
+#
 # Only builtins here, so that scripts/check-deploy can evaluate this file with stand-ins for
-# pkgs and compare what it sets with docker-compose.yml and process-compose.yaml.
+# pkgs and compare what it sets with docker-compose.yml, process-compose.yaml and the
+# Kubernetes manifests.
 {
   pkgs,
   packages,
   nginxConf,
+  version,
 }:
 let
   inherit (pkgs.dockerTools) buildLayeredImage caCertificates;
@@ -33,7 +37,7 @@ let
     in
     buildLayeredImage {
       name = "voting-${name}";
-      tag = "latest";
+      tag = version;
       contents = [ caCertificates ];
       config = {
         Entrypoint = [ binary ];
@@ -56,7 +60,7 @@ in
 
   nginx-image = buildLayeredImage {
     name = "voting-nginx";
-    tag = "latest";
+    tag = version;
     contents = [ caCertificates ];
     # Nginx creates its temporary directories under /tmp, and its pid file goes there.
     extraCommands = "mkdir -m 1777 tmp";

@@ -16,11 +16,13 @@ overrides). Prints one line per check; exits 1 when any fails, naming file and r
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -302,6 +304,12 @@ def endpoint_of_healthcheck(command: list[str], port: int, default_path: str) ->
     return binary, url.port or 80, url.path
 
 
+def workspace_version() -> str:
+    with (REPO / "Cargo.toml").open("rb") as f:
+        return tomllib.load(f)["workspace"]["package"]["version"]
+
+
+@functools.cache
 def nix_images() -> dict:
     stub = 'name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-" + name; }'
     expression = f"""
@@ -315,8 +323,9 @@ def nix_images() -> dict:
           packages = builtins.listToAttrs (map (n: {{ name = n; value = stub n; }})
             [ "vote" "worker" "result" "voting" "loadgen" ]);
           nginxConf = stub "nginx-conf";
+          version = "{workspace_version()}";
         }};
-      in builtins.mapAttrs (_: image: {{ inherit (image) name config; }}) images
+      in builtins.mapAttrs (_: image: {{ inherit (image) name tag config; }}) images
     """
     return nix_eval(expression)
 
@@ -359,6 +368,10 @@ def check_consistency() -> None:
     want_images = {f"{s}-image" for s in SERVICES} | {"nginx-image"}
     if set(images) != want_images:
         fail(N, f"images are {sorted(images)}, expected {sorted(want_images)}")
+    version = workspace_version()
+    for name, image in images.items():
+        if image.get("tag") != version:
+            fail(N, f"{name}: tagged {image.get('tag')!r}, not the workspace's version {version} (Cargo.toml)")
 
     # Every environment variable named anywhere is one the services read.
     for name, service in services.items():
