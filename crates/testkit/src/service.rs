@@ -93,11 +93,64 @@ pub struct ServiceProcess {
     addr: SocketAddr,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
+    /// A copy of the binary that the unprivileged user can reach, when the original is not.
+    _copy: Option<tempfile::TempDir>,
+}
+
+/// Whether the user `uid`/`gid` may execute `exe`: the execute bit for them on the file and on
+/// every directory above it.
+fn can_execute(exe: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    exe.ancestors().all(|path| {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        let mode = meta.mode();
+        if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    })
+}
+
+/// `exe`, or a copy of it in a world-reachable temp dir when `uid`/`gid` cannot reach it (a
+/// checkout under a private home directory).
+fn reachable_binary(
+    exe: &Path,
+    uid: u32,
+    gid: u32,
+) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    use std::os::unix::fs::PermissionsExt;
+    if can_execute(exe, uid, gid) {
+        return Ok((exe.to_path_buf(), None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("testkit-bin-")
+        .tempdir()
+        .context("cannot create a temp dir for a copy of the binary")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let copy = dir
+        .path()
+        .join(exe.file_name().unwrap_or("service".as_ref()));
+    std::fs::copy(exe, &copy).with_context(|| format!("cannot copy {}", exe.display()))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    anyhow::ensure!(
+        can_execute(&copy, uid, gid),
+        "uid {uid} can reach neither {} nor its copy {}: point TMPDIR at a world-traversable \
+         directory such as /tmp",
+        exe.display(),
+        copy.display()
+    );
+    Ok((copy, Some(dir)))
 }
 
 impl ServiceProcess {
     /// Starts `exe` with only `PATH`, `VOTING_LISTEN` (a free port on 127.0.0.1) and `env` in
-    /// its environment, as `run_as` (`(uid, gid)`) when given. Its stdout and stderr are kept.
+    /// its environment, as `run_as` (`(uid, gid)`) when given (from a copy of `exe` when that
+    /// user cannot reach it). Its stdout and stderr are kept.
     ///
     /// # Errors
     ///
@@ -108,7 +161,11 @@ impl ServiceProcess {
         run_as: Option<(u32, u32)>,
     ) -> anyhow::Result<ServiceProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
-        let mut cmd = Command::new(exe);
+        let (exe, copy) = match run_as {
+            Some((uid, gid)) => reachable_binary(exe, uid, gid)?,
+            None => (exe.to_path_buf(), None),
+        };
+        let mut cmd = Command::new(&exe);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("VOTING_LISTEN", addr.to_string())
@@ -158,6 +215,7 @@ impl ServiceProcess {
             addr,
             output,
             readers,
+            _copy: copy,
         })
     }
 
@@ -286,5 +344,33 @@ impl SecretFile {
     #[must_use]
     pub fn path(&self) -> std::path::PathBuf {
         self.dir.path().join("password")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_binary_another_user_cannot_reach_is_run_from_a_copy() {
+        let other = current_uid().unwrap().wrapping_add(1);
+        let private = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let exe = private.path().join("service");
+        std::fs::write(&exe, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!can_execute(&exe, other, other));
+
+        let (copy, dir) = reachable_binary(&exe, other, other).unwrap();
+        assert_ne!(copy, exe);
+        assert!(dir.is_some());
+        assert!(can_execute(&copy, other, other));
+        assert_eq!(std::fs::read(&copy).unwrap(), b"#!/bin/sh\n");
+
+        // Reachable already: used as it is.
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let (same, none) = reachable_binary(&exe, other, other).unwrap();
+        assert_eq!((same, none.is_none()), (exe, true));
     }
 }
