@@ -8,7 +8,12 @@
 - consistency: docker-compose.yml, process-compose.yaml, the Nix images (nix/images.nix,
   evaluated with stand-ins for nixpkgs), the Dockerfile and the Nginx configurations agree
   with each other and with the code (crates/common/src/config.rs, healthcheck.rs) on service
-  names, ports, environment variable names and health endpoints.
+  names, ports, environment variable names and health endpoints;
+- Kubernetes: every overlay of deploy/kubernetes/, rendered with the kubectl in KUBECTL, agrees
+  with all of the above (names, ports, variables, probes, images) and with nginx/routes.conf
+  (routes, timeouts, body size); every pod has probes, requests and limits, a numeric non-root
+  user, a read-only root, no capabilities and seccomp RuntimeDefault; the network policies
+  admit exactly the connections the services need; dev and prod are what they say.
 
 The schemas and pins live outside the repository, in ../shared/ beside it (SHARED_DIR
 overrides). Prints one line per check; exits 1 when any fails, naming file and reason.
@@ -17,6 +22,7 @@ overrides). Prints one line per check; exits 1 when any fails, naming file and r
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -612,6 +618,657 @@ def check_nginx_confs() -> None:
         fail("nginx/native.conf", f"does not listen on 127.0.0.1:{NGINX_PORT}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Kubernetes (deploy/kubernetes/): every overlay rendered with `kubectl kustomize` (the kubectl
+# of scripts/check-deploy, in KUBECTL), then checked against the other definitions and against
+# the rules every pod keeps. The schemas themselves are checked by kubernetes-validate, in
+# scripts/check-deploy.
+
+KUBERNETES = REPO / "deploy" / "kubernetes"
+K = "deploy/kubernetes"
+# What each overlay is for: dev runs one of everything with Redis and PostgreSQL inside,
+# prod several replicas against servers given by URL and Secret.
+OVERLAYS = {"dev", "prod"}
+# The in-cluster servers (components/datastores), by compose service name: Service name and port.
+DATASTORES = {"redis": ("redis", 6379), "db": ("postgres", 5432)}
+# The services' images run as this user (Dockerfile's runtime stage, nix/images.nix).
+SERVICE_UID = 65532
+# The original app's NodePorts, kept by dev.
+NODE_PORTS = {"vote": 31000, "result": 31001}
+# The Ingress controller the network policies admit (ingress-nginx's standard install).
+INGRESS_CONTROLLER = ({"kubernetes.io/metadata.name": "ingress-nginx"},
+                      {"app.kubernetes.io/name": "ingress-nginx"})
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+# Every kind the manifests may hold: kubernetes-validate only warns about a kind it has no
+# schema for, so an unknown kind (or a misspelt apiVersion) is refused here.
+KNOWN_KINDS = {
+    ("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
+    ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+    ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+}
+
+
+def kubectl() -> str:
+    path = os.environ.get("KUBECTL")
+    if not path or not Path(path).is_file():
+        raise RuntimeError("KUBECTL does not name a kubectl binary: run scripts/check-deploy, "
+                           "which extracts one into target/")
+    return path
+
+
+def overlays() -> list[str]:
+    """Every directory under deploy/kubernetes/ with a kustomization of kind Kustomization,
+    besides base/ (components/ hold Components, which do not render alone)."""
+    found = []
+    for path in sorted(KUBERNETES.glob("*/kustomization.yaml")):
+        if path.parent.name != "base" and (load_yaml(path) or {}).get("kind") == "Kustomization":
+            found.append(path.parent.name)
+    return found
+
+
+@functools.cache
+def render(overlay: str) -> tuple:
+    out = subprocess.run([kubectl(), "kustomize", str(KUBERNETES / overlay)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {K}/{overlay} failed: {out.stderr.strip()}")
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def objects(docs, kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d.get("kind") == kind}
+
+
+def pod_template(doc: dict) -> dict | None:
+    """(metadata, spec) of the pods a workload makes, as one dict, or None."""
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return doc
+    if kind == "CronJob":
+        return ((doc.get("spec") or {}).get("jobTemplate") or {}).get("spec", {}).get("template")
+    if kind in WORKLOAD_KINDS:
+        return (doc.get("spec") or {}).get("template")
+    return None
+
+
+def workloads(docs) -> dict[str, tuple[dict, dict]]:
+    """name -> (workload, pod template) of everything that makes pods."""
+    return {d["metadata"]["name"]: (d, pod_template(d) or {})
+            for d in docs if d.get("kind") in WORKLOAD_KINDS}
+
+
+def labels_of(template: dict) -> dict:
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """A label selector (matchLabels and matchExpressions) against labels; {} selects all."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def container_env(container: dict, configmaps: dict) -> dict[str, object]:
+    """The environment a container gets: name -> value (None when it comes from elsewhere)."""
+    env: dict[str, object] = {}
+    for source in container.get("envFrom") or []:
+        ref = source.get("configMapRef")
+        if ref:
+            prefix = source.get("prefix", "")
+            cm = configmaps.get(ref["name"])
+            if cm is None:
+                raise RuntimeError(f"container {container['name']}: no ConfigMap {ref['name']}")
+            env.update({prefix + k: v for k, v in (cm.get("data") or {}).items()})
+        elif source.get("secretRef"):
+            raise RuntimeError(f"container {container['name']}: envFrom a Secret puts the secret "
+                               "in the environment")
+    for item in container.get("env") or []:
+        env[item["name"]] = item.get("value")
+    return env
+
+
+def mounted_files(template: dict, container: dict) -> dict[str, tuple[str, str]]:
+    """Files of Secrets mounted into a container: path -> (secret, key)."""
+    volumes = {v["name"]: v for v in (template.get("spec") or {}).get("volumes") or []}
+    files = {}
+    for mount in container.get("volumeMounts") or []:
+        volume = volumes.get(mount["name"], {})
+        sources = []
+        if "secret" in volume:
+            sources = [{"secret": dict(volume["secret"], name=volume["secret"].get("secretName"))}]
+        elif "projected" in volume:
+            sources = volume["projected"].get("sources") or []
+        for source in sources:
+            secret = source.get("secret")
+            if not secret:
+                continue
+            for item in secret.get("items") or []:
+                path = mount["mountPath"].rstrip("/") + "/" + item["path"]
+                if "subPath" not in mount:
+                    files[path] = (secret["name"], item["key"])
+    return files
+
+
+def is_secret(name: str, wanted: str) -> bool:
+    """`name` is the Secret `wanted`, or the one kustomize generated for it (hash suffix)."""
+    return name == wanted or re.fullmatch(re.escape(wanted) + r"-[a-z0-9]{10}", name) is not None
+
+
+def quantity(value) -> float:
+    """A resource quantity (100m, 1, 64Mi, 1Gi, 5e3) as a number."""
+    text = str(value)
+    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+                "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    m = re.fullmatch(r"([0-9.]+(?:e[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?", text)
+    if not m:
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(m.group(1)) * suffixes.get(m.group(2) or "", 1)
+
+
+def probe_target(probe: dict, container: dict) -> tuple[int | None, str | None]:
+    """(port, path) of an HTTP probe; the port resolved from its name."""
+    get = probe.get("httpGet") or {}
+    port = get.get("port")
+    if isinstance(port, str):
+        port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port), None)
+    return port, get.get("path")
+
+
+def image_parts(image: str) -> tuple[str, str]:
+    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+    return name, tag
+
+
+def nginx_seconds(value: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    m = re.fullmatch(r"(\d+)([smhd]?)", value)
+    if not m:
+        raise ValueError(f"not an Nginx time: {value!r}")
+    return int(m.group(1)) * units[m.group(2) or "s"]
+
+
+def nginx_locations() -> list[dict]:
+    """The `location` blocks of nginx/routes.conf: modifier, path and directives."""
+    text = re.sub(r"#[^\n]*", "", (REPO / "nginx/routes.conf").read_text())
+    found = []
+    for m in re.finditer(r"location\s+(=\s+)?(\S+)\s*\{(.*?)\}", text, re.S):
+        directives = {}
+        for line in m.group(3).split(";"):
+            words = line.split()
+            if words:
+                directives.setdefault(words[0], []).append(words[1:])
+        found.append({"exact": bool(m.group(1)), "path": m.group(2), "directives": directives})
+    return found
+
+
+def nginx_route(uri: str, locations: list[dict]):
+    """What nginx/routes.conf does with `uri`: ("proxy", upstream, path, timeouts) or
+    ("return", code, target) -- exact locations first, then the longest prefix."""
+    exact = [loc for loc in locations if loc["exact"] and loc["path"] == uri]
+    prefixes = sorted((loc for loc in locations if not loc["exact"] and uri.startswith(loc["path"])),
+                      key=lambda loc: len(loc["path"]), reverse=True)
+    location = (exact or prefixes or [None])[0]
+    if location is None:
+        return None
+    d = location["directives"]
+    if "return" in d:
+        args = d["return"][0]
+        return ("return", int(args[0]), args[1] if len(args) > 1 else None)
+    m = re.fullmatch(r"http://(\w+)(/\S*)?", d["proxy_pass"][0][0])
+    upstream, replacement = m.group(1), m.group(2)
+    if replacement is None:
+        path = uri
+    elif location["exact"]:
+        path = replacement
+    else:
+        path = replacement + uri[len(location["path"]):]
+    timeouts = {k: nginx_seconds(d[k][0][0]) for k in ("proxy_read_timeout", "proxy_send_timeout") if k in d}
+    return ("proxy", upstream, path, timeouts)
+
+
+def ingress_route(uri: str, ingresses: dict, services: dict):
+    """What ingress-nginx does with `uri` for these Ingresses (regex paths, longest first,
+    case-insensitive, rewrite-target with $n): (service, port, path, timeouts), or None."""
+    candidates = []
+    for ingress in ingresses.values():
+        notes = ingress["metadata"].get("annotations") or {}
+        for rule in ingress["spec"].get("rules") or []:
+            for p in (rule.get("http") or {}).get("paths") or []:
+                candidates.append((p, notes))
+    candidates.sort(key=lambda c: len(c[0]["path"]), reverse=True)
+    for p, notes in candidates:
+        regex = notes.get("nginx.ingress.kubernetes.io/use-regex") == "true"
+        m = re.match(p["path"] if regex else re.escape(p["path"]), uri, re.I)
+        if not m:
+            continue
+        path = uri
+        target = notes.get("nginx.ingress.kubernetes.io/rewrite-target")
+        if target:
+            path = re.sub(r"\$(\d)", lambda g: m.group(int(g.group(1))) or "", target)
+        backend = p["backend"]["service"]
+        service = services.get(backend["name"], {})
+        port = backend["port"].get("number")
+        if port is None:
+            port = next((sp["port"] for sp in service.get("spec", {}).get("ports", [])
+                         if sp.get("name") == backend["port"].get("name")), None)
+        timeouts = {f"proxy_{k}_timeout": int(notes[f"nginx.ingress.kubernetes.io/proxy-{k}-timeout"])
+                    for k in ("read", "send") if f"nginx.ingress.kubernetes.io/proxy-{k}-timeout" in notes}
+        return (backend["name"], port, path, timeouts)
+    return None
+
+
+def check_kubernetes_routes(where: str, docs) -> None:
+    """The Ingresses route as nginx/routes.conf does, with its limits."""
+    ingresses = objects(docs, "Ingress")
+    services = objects(docs, "Service")
+    if not ingresses:
+        fail(where, "no Ingress")
+        return
+    locations = nginx_locations()
+    samples = {"/", "/other", "/voter/", "/votes", "/results/x"}
+    for loc in locations:
+        if loc["path"] != "/":
+            samples |= {loc["path"], loc["path"] + "x", loc["path"] + "api/vote", loc["path"] + "ws"}
+    for uri in sorted(samples):
+        want = nginx_route(uri, locations)
+        got = ingress_route(uri, ingresses, services)
+        if want and want[0] == "return":
+            code, target = want[1], want[2]
+            if code == 404:
+                if got is not None:
+                    fail(where, f"{uri}: routed to {got[0]}, routes.conf answers 404")
+            elif uri == "/":
+                roots = {(i["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/app-root")
+                         for i in ingresses.values()}
+                if target not in roots:
+                    fail(where, f"/: no Ingress redirects to {target} (app-root), as routes.conf does")
+            elif got is not None:
+                # /vote and /result: routes.conf adds the slash; ingress-nginx cannot redirect to
+                # a relative URL, so the Ingress answers 404 (README). Never route them as is.
+                fail(where, f"{uri}: routed to {got[0]} as {got[2]}; routes.conf redirects to {target}")
+            continue
+        if want is None:
+            continue
+        _, upstream, path, timeouts = want
+        if got is None:
+            fail(where, f"{uri}: no Ingress path takes it; routes.conf passes it to {upstream} as {path}")
+            continue
+        service, port, got_path, got_timeouts = got
+        if (service, port, got_path) != (upstream, SERVICES.get(upstream), path):
+            fail(where, f"{uri}: goes to {service}:{port} as {got_path}, "
+                        f"routes.conf to {upstream}:{SERVICES.get(upstream)} as {path}")
+        if got_timeouts != timeouts:
+            fail(where, f"{uri}: timeouts {got_timeouts or 'default'}, routes.conf has {timeouts or 'the default'}")
+    body = re.search(r"^\s*client_max_body_size\s+(\S+);", (REPO / "nginx/http.conf").read_text(), re.M)
+    for name, ingress in ingresses.items():
+        notes = ingress["metadata"].get("annotations") or {}
+        if body and notes.get("nginx.ingress.kubernetes.io/proxy-body-size") != body.group(1):
+            fail(where, f"Ingress {name}: proxy-body-size is not nginx/http.conf's "
+                        f"client_max_body_size {body.group(1)}")
+        if not ingress["spec"].get("ingressClassName"):
+            fail(where, f"Ingress {name}: no ingressClassName")
+        regex = notes.get("nginx.ingress.kubernetes.io/use-regex") == "true"
+        for rule in ingress["spec"].get("rules") or []:
+            for p in (rule.get("http") or {}).get("paths") or []:
+                # ingress-nginx refuses a regular expression in a Prefix or Exact path.
+                types = {"ImplementationSpecific"} | (set() if regex else {"Exact", "Prefix"})
+                if p.get("pathType") not in types:
+                    fail(where, f"Ingress {name}: path {p.get('path')} has pathType "
+                                f"{p.get('pathType')!r}, not one of {sorted(types)}")
+
+
+def check_network_policies(where: str, docs, open_frontends: bool) -> None:
+    """Who can reach whom under the NetworkPolicies: only the Ingress controller reaches vote
+    and result (in dev, anything: its NodePorts), nothing reaches the worker, only vote and
+    worker reach Redis, only worker and result reach PostgreSQL."""
+    namespace = next((d["metadata"]["name"] for d in docs if d.get("kind") == "Namespace"), "default")
+    pods = {name: labels_of(t) for name, (_, t) in workloads(docs).items()}
+    home = {"kubernetes.io/metadata.name": namespace}
+    sources = {name: (home, labels, "198.51.100.10") for name, labels in pods.items()}
+    sources["ingress"] = (*INGRESS_CONTROLLER, "198.51.100.20")
+    sources["pod of another namespace"] = ({"kubernetes.io/metadata.name": "elsewhere"}, {}, "198.51.100.30")
+    sources["outside"] = (None, None, "192.0.2.1")
+    policies = list(objects(docs, "NetworkPolicy").values())
+
+    def peer_admits(peer: dict, source) -> bool:
+        ns_labels, pod_labels, ip = source
+        if "ipBlock" in peer:
+            block = peer["ipBlock"]
+            address = ipaddress.ip_address(ip)
+            return address in ipaddress.ip_network(block["cidr"]) and not any(
+                address in ipaddress.ip_network(e) for e in block.get("except") or [])
+        if ns_labels is None:
+            return False
+        if "namespaceSelector" in peer:
+            if not selects(peer["namespaceSelector"], ns_labels):
+                return False
+        elif ns_labels != home:
+            return False
+        return selects(peer.get("podSelector"), pod_labels) if "podSelector" in peer else True
+
+    def reaches(source, target: str, port: int, port_names: dict) -> bool:
+        applicable = [p for p in policies
+                      if selects(p["spec"].get("podSelector"), pods[target])
+                      and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])]
+        if not applicable:
+            return True
+        for policy in applicable:
+            for rule in policy["spec"].get("ingress") or []:
+                ports = rule.get("ports") or []
+                port_ok = not ports or any(
+                    (p.get("protocol") or "TCP") == "TCP"
+                    and (port_names.get(p.get("port"), p.get("port")) == port
+                         or (isinstance(p.get("port"), int) and p["port"] <= port <= p.get("endPort", p["port"])))
+                    for p in ports)
+                peers = rule.get("from") or []
+                if port_ok and (not peers or any(peer_admits(peer, source) for peer in peers)):
+                    return True
+        return False
+
+    everyone = set(sources)
+    want = {"vote": everyone if open_frontends else {"ingress"},
+            "result": everyone if open_frontends else {"ingress"},
+            "worker": set(), "redis": {"vote", "worker"}, "postgres": {"worker", "result"}}
+    for target, (_, template) in workloads(docs).items():
+        for container in (template.get("spec") or {}).get("containers") or []:
+            names = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+            for port in names.values():
+                allowed = {s for s, source in sources.items()
+                           if s != target and reaches(source, target, port, names)}
+                expected = want.get(target, set()) - {target}
+                if allowed != expected:
+                    fail(where, f"{target}:{port} is reachable from {sorted(allowed) or 'nothing'}, "
+                                f"expected {sorted(expected) or 'nothing'}")
+
+
+def check_pod_rules(where: str, docs, shutdown_grace_s: float) -> None:
+    """What every pod and container keeps: probes, requests and limits, a non-root numeric
+    user, a read-only root, no capabilities, seccomp RuntimeDefault, no service account
+    token, and a termination grace period that covers the drain."""
+    for doc in docs:
+        if (doc.get("apiVersion"), doc.get("kind")) not in KNOWN_KINDS:
+            fail(where, f"{doc.get('kind')} {doc['metadata'].get('name')}: {doc.get('apiVersion')} "
+                        f"{doc.get('kind')} is not a kind these checks know")
+        if doc.get("kind") == "Namespace":
+            labels = doc["metadata"].get("labels") or {}
+            if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
+                fail(where, f"Namespace {doc['metadata']['name']}: does not enforce the "
+                            "restricted Pod Security Standard")
+    for name, (doc, template) in workloads(docs).items():
+        what = f"{doc['kind']} {name}"
+        spec = template.get("spec") or {}
+        pod_sc = spec.get("securityContext") or {}
+        if spec.get("automountServiceAccountToken") is not False:
+            fail(where, f"{what}: automountServiceAccountToken is not false")
+        if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
+            fail(where, f"{what}: shares a namespace of the host")
+        grace = spec.get("terminationGracePeriodSeconds")
+        containers = spec.get("containers") or []
+        if not containers:
+            fail(where, f"{what}: no containers")
+        for container in (spec.get("initContainers") or []) + containers:
+            c = f"{what}, container {container.get('name')}"
+            init = container in (spec.get("initContainers") or [])
+            if not init:
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    if not container.get(probe):
+                        fail(where, f"{c}: no {probe}")
+            resources = container.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    if resource not in (resources.get(kind) or {}):
+                        fail(where, f"{c}: no {kind}.{resource}")
+            for resource in ("cpu", "memory"):
+                request = (resources.get("requests") or {}).get(resource)
+                limit = (resources.get("limits") or {}).get(resource)
+                if request is not None and limit is not None and quantity(request) > quantity(limit):
+                    fail(where, f"{c}: {resource} request {request} is over its limit {limit}")
+            sc = container.get("securityContext") or {}
+            effective = {k: sc.get(k, pod_sc.get(k))
+                         for k in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")}
+            if effective["runAsNonRoot"] is not True:
+                fail(where, f"{c}: runAsNonRoot is not true")
+            for key in ("runAsUser", "runAsGroup"):
+                value = effective[key]
+                if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                    fail(where, f"{c}: {key} is {effective[key]!r}, not a numeric unprivileged id")
+            if (effective["seccompProfile"] or {}).get("type") != "RuntimeDefault":
+                fail(where, f"{c}: seccompProfile is not RuntimeDefault")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                fail(where, f"{c}: readOnlyRootFilesystem is not true")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                fail(where, f"{c}: allowPrivilegeEscalation is not false")
+            if sc.get("privileged"):
+                fail(where, f"{c}: privileged")
+            capabilities = sc.get("capabilities") or {}
+            if "ALL" not in (capabilities.get("drop") or []) or capabilities.get("add"):
+                fail(where, f"{c}: capabilities are not all dropped ({capabilities})")
+            if image_parts(container.get("image", ""))[0].startswith("voting-"):
+                if effective["runAsUser"] != SERVICE_UID:
+                    fail(where, f"{c}: runs as {effective['runAsUser']}, not the images' user {SERVICE_UID}")
+                pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+                need = pre_stop.get("seconds", 0) + 2 * shutdown_grace_s + 5
+                if not isinstance(grace, int) or grace < need:
+                    fail(where, f"{c}: terminationGracePeriodSeconds {grace} does not cover the preStop "
+                                f"sleep and twice http.shutdown_grace_ms ({need:g} s)")
+        if not isinstance(grace, int) or grace < 30:
+            fail(where, f"{what}: terminationGracePeriodSeconds {grace} is not set to 30 s or more")
+
+
+def check_kubernetes_overlay(overlay: str, allowed: set[str], default_path: str) -> None:
+    where = f"{K}/{overlay}"
+    docs = render(overlay)
+    compose = load_yaml(REPO / "docker-compose.yml").get("services", {})
+    configmaps = objects(docs, "ConfigMap")
+    services = objects(docs, "Service")
+    loads = workloads(docs)
+    deployments = objects(docs, "Deployment")
+    statefulsets = objects(docs, "StatefulSet")
+    images = nix_images()
+    stages = dockerfile_stages()
+    version = workspace_version()
+
+    # Nothing secret in a ConfigMap or an environment; passwords only as files of Secrets.
+    for name, cm in configmaps.items():
+        for key, value in (cm.get("data") or {}).items():
+            if "PASSWORD" in key.upper() and not key.upper().endswith("_FILE"):
+                fail(where, f"ConfigMap {name}: {key} holds a password")
+            if "://" in str(value) and urlsplit(str(value)).password:
+                fail(where, f"ConfigMap {name}: {key} is a URL with a password")
+    grace_ms = int(next((cm["data"]["VOTING_HTTP__SHUTDOWN_GRACE_MS"] for cm in configmaps.values()
+                         if "VOTING_HTTP__SHUTDOWN_GRACE_MS" in (cm.get("data") or {})), 10_000))
+    check_pod_rules(where, docs, grace_ms / 1000)
+
+    # The services: one Deployment each, named, ported, probed and configured as elsewhere.
+    if set(deployments) != set(SERVICES):
+        fail(where, f"Deployments are {sorted(deployments)}, expected {sorted(SERVICES)}")
+    shared_config = set()
+    for name, port in SERVICES.items():
+        if name not in deployments:
+            continue
+        template = loads[name][1]
+        containers = template["spec"]["containers"]
+        if [c["name"] for c in containers] != [name]:
+            fail(where, f"{name}: containers are {[c['name'] for c in containers]}, not [{name!r}]")
+            continue
+        container = containers[0]
+        image, tag = image_parts(container["image"])
+        nix = images.get(f"{name}-image", {})
+        # A registry in front of the name is the operator's choice; name and tag are not.
+        if (image.rsplit("/", 1)[-1], tag) != (nix.get("name"), nix.get("tag")) or tag != version:
+            fail(where, f"{name}: image {container['image']} is not {nix.get('name')}:{nix.get('tag')} "
+                        f"(nix/images.nix; the workspace's version is {version})")
+        if image.rsplit("/", 1)[-1] != f"voting-{name}" or name not in stages:
+            fail(where, f"{name}: image {image} is not voting-{name}, the Dockerfile's target {name}")
+        if container.get("imagePullPolicy") != "IfNotPresent":
+            fail(where, f"{name}: imagePullPolicy is not IfNotPresent (images loaded into kind or k3d)")
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+        if list(ports.values()) != [port]:
+            fail(where, f"{name}: container ports {sorted(ports.values())}, not [{port}]")
+        env = container_env(container, configmaps)
+        shared_config |= {ref["configMapRef"]["name"]
+                          for ref in container.get("envFrom") or [] if "configMapRef" in ref}
+        c_env = compose_env(compose.get(name, {}))
+        if env.get("VOTING_LISTEN") != c_env.get("VOTING_LISTEN"):
+            fail(where, f"{name}: VOTING_LISTEN {env.get('VOTING_LISTEN')!r} differs from "
+                        f"compose's {c_env.get('VOTING_LISTEN')!r}")
+        for var in env:
+            if var not in allowed and var != "RUST_LOG":
+                fail(where, f"{name}: {var} is not a configuration variable of the services")
+        if "VOTING_OPTIONS" not in env:
+            fail(where, f"{name}: no VOTING_OPTIONS (the one list of options all services share)")
+        ready = probe_target(container.get("readinessProbe") or {}, container)
+        live = probe_target(container.get("livenessProbe") or {}, container)
+        start = probe_target(container.get("startupProbe") or {}, container)
+        if ready != (port, default_path):
+            fail(where, f"{name}: readinessProbe is {ready}, not {default_path} on {port} "
+                        "(compose's health check)")
+        if live != (port, "/healthz"):
+            fail(where, f"{name}: livenessProbe is {live}, not /healthz on {port}")
+        if start[0] != port:
+            fail(where, f"{name}: startupProbe is not an HTTP probe of port {port}")
+        files = mounted_files(template, container)
+        for needed, var in (("redis", "VOTING_REDIS__URL"), ("db", "VOTING_POSTGRES__URL")):
+            if needed in NEEDS[name] and not env.get(var):
+                fail(where, f"{name}: no {var}")
+        for needed, secret, var in (("db", "voting-postgres", "VOTING_POSTGRES__PASSWORD_FILE"),
+                                    ("redis", "voting-redis", "VOTING_REDIS__PASSWORD_FILE")):
+            mounted = any(is_secret(s, secret) for s, _ in files.values())
+            if needed not in NEEDS[name]:
+                if mounted or var in env:
+                    fail(where, f"{name}: gets the password of {secret} but never talks to that server")
+            elif var in env or needed == "db":
+                source = files.get(env.get(var))
+                if not source or not is_secret(source[0], secret) or source[1] != "password":
+                    fail(where, f"{name}: {var} {env.get(var)!r} is not the key password of "
+                                f"the Secret {secret} mounted as a file")
+        service = services.get(name)
+        if name in ("vote", "result"):
+            s_ports = (service or {}).get("spec", {}).get("ports") or []
+            exposed = [(p["port"], ports.get(p.get("targetPort"), p.get("targetPort"))) for p in s_ports]
+            if not service or exposed != [(port, port)]:
+                fail(where, f"Service {name}: does not expose port {port} of the pods")
+            elif not selects({"matchLabels": service["spec"].get("selector")}, labels_of(template)):
+                fail(where, f"Service {name}: does not select the pods of {name}")
+    if len(shared_config) != 1:
+        fail(where, f"the services read {sorted(shared_config)}, not one shared ConfigMap")
+
+    # Redis and PostgreSQL in the cluster, when they are: as compose runs them.
+    url_of = {}
+    for cm in configmaps.values():
+        url_of.update({k: v for k, v in (cm.get("data") or {}).items() if k.endswith("__URL")})
+    for compose_name, (name, port) in DATASTORES.items():
+        if name not in statefulsets:
+            continue
+        template = loads[name][1]
+        container = template["spec"]["containers"][0]
+        c_service = compose.get(compose_name, {})
+        want_image, want_tag = image_parts(c_service.get("image", ""))
+        image, tag = image_parts(container["image"])
+        if image != want_image or tag.split("-")[0] != want_tag.split("-")[0]:
+            fail(where, f"{name}: image {container['image']} is not compose's "
+                        f"{c_service.get('image')} (Debian-based)")
+        ports = [p["containerPort"] for p in container.get("ports") or []]
+        s_ports = [p["port"] for p in (services.get(name) or {}).get("spec", {}).get("ports") or []]
+        if ports != [port] or s_ports != [port]:
+            fail(where, f"{name}: container ports {ports} and Service ports {s_ports}, not [{port}]")
+        var = "VOTING_REDIS__URL" if compose_name == "redis" else "VOTING_POSTGRES__URL"
+        url = urlsplit(url_of.get(var, ""))
+        if (url.hostname, url.port) != (name, port):
+            fail(where, f"{name}: {var} names {url.hostname}:{url.port}, not the Service {name}:{port}")
+        claims = {c["metadata"]["name"] for c in statefulsets[name]["spec"].get("volumeClaimTemplates") or []}
+        c_mounts = [str(v).split(":", 1)[1] for v in c_service.get("volumes") or []]
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
+        for path in c_mounts:
+            if mounts.get(path) not in claims:
+                fail(where, f"{name}: {path} (a volume in compose) is not on a PersistentVolumeClaim")
+        if compose_name == "redis":
+            command = (container.get("command") or []) + (container.get("args") or [])
+            c_command = c_service.get("command") or []
+            appendonly = command[command.index("--appendonly") + 1:][:1] if "--appendonly" in command else []
+            if command[:len(c_command)] != c_command or appendonly != ["yes"]:
+                fail(where, f"redis: runs {command}, not compose's {c_command} (its append-only file)")
+        else:
+            env = container_env(container, configmaps)
+            files = mounted_files(template, container)
+            source = files.get(env.get("POSTGRES_PASSWORD_FILE"))
+            if not source or not is_secret(source[0], "voting-postgres") or source[1] != "password":
+                fail(where, f"{name}: POSTGRES_PASSWORD_FILE is not the Secret voting-postgres "
+                            "mounted as a file")
+            for var in ("POSTGRES_USER", "POSTGRES_DB"):
+                if env.get(var) != compose_env(c_service).get(var):
+                    fail(where, f"{name}: {var} differs from compose's db")
+            if any(v.upper().endswith("PASSWORD") for v in env):
+                fail(where, f"{name}: a password in the environment")
+
+    check_kubernetes_routes(where, docs)
+    check_network_policies(where, docs, open_frontends=overlay == "dev")
+
+    # What each overlay is for.
+    secrets = objects(docs, "Secret")
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in objects(docs, "HorizontalPodAutoscaler").values()}
+    pdbs = objects(docs, "PodDisruptionBudget")
+    if overlay == "dev":
+        for name, (doc, _) in loads.items():
+            if doc["spec"].get("replicas", 1) != 1:
+                fail(where, f"{name}: {doc['spec']['replicas']} replicas, dev runs one")
+        if set(statefulsets) != {n for n, _ in DATASTORES.values()}:
+            fail(where, f"StatefulSets are {sorted(statefulsets)}, expected redis and postgres in the cluster")
+        for name, node_port in NODE_PORTS.items():
+            spec = (services.get(name) or {}).get("spec", {})
+            node_ports = [p.get("nodePort") for p in spec.get("ports", [])]
+            if spec.get("type") != "NodePort" or node_ports != [node_port]:
+                fail(where, f"Service {name}: not on NodePort {node_port}")
+        if not any(is_secret(n, "voting-postgres") and n != "voting-postgres" for n in secrets):
+            fail(where, "no generated Secret voting-postgres")
+    if overlay == "prod":
+        if statefulsets:
+            fail(where, f"StatefulSets {sorted(statefulsets)}: prod uses Redis and PostgreSQL given by URL")
+        if secrets:
+            fail(where, f"Secrets {sorted(secrets)} in the manifests: prod only references them")
+        for name in ("vote", "result"):
+            hpa = hpas.get(name)
+            if not hpa or hpa["spec"]["scaleTargetRef"].get("kind") != "Deployment":
+                fail(where, f"{name}: no HorizontalPodAutoscaler")
+            elif hpa["spec"].get("minReplicas", 1) < 2:
+                fail(where, f"{name}: the HorizontalPodAutoscaler keeps fewer than 2 replicas")
+            if name in deployments and "replicas" in deployments[name]["spec"]:
+                fail(where, f"{name}: sets replicas, which its HorizontalPodAutoscaler owns")
+        if deployments.get("worker", {}).get("spec", {}).get("replicas", 1) < 2:
+            fail(where, "worker: fewer than 2 replicas")
+        for name in SERVICES:
+            template = loads.get(name, (None, {}))[1]
+            if not any(selects(p["spec"].get("selector"), labels_of(template)) for p in pdbs.values()):
+                fail(where, f"{name}: no PodDisruptionBudget")
+        for name in ("vote", "worker"):
+            containers = (loads.get(name, (None, {}))[1].get("spec") or {}).get("containers") or [{}]
+            if "VOTING_REDIS__PASSWORD_FILE" not in container_env(containers[0], configmaps):
+                fail(where, f"{name}: no VOTING_REDIS__PASSWORD_FILE (a managed Redis takes a password)")
+
+
+def check_kubernetes() -> None:
+    allowed = config_env_names()
+    default_path = health_default_path()
+    found = overlays()
+    if set(found) != OVERLAYS:
+        fail(K, f"overlays are {found}, expected {sorted(OVERLAYS)}")
+    for overlay in found:
+        check_kubernetes_overlay(overlay, allowed, default_path)
+
+
 def main() -> int:
     run_check("the services' default ports (config.rs)", check_code_ports)
     run_check("docker-compose.yml against the Compose schema (Draft 7)", check_compose_schema)
@@ -621,6 +1278,8 @@ def main() -> int:
               check_flake_lock)
     run_check("compose, process-compose, Nix images, Dockerfile and Nginx agree",
               check_consistency)
+    run_check("Kubernetes overlays: the same names, ports, variables, probes, images and routes; "
+              "probes, limits and securityContext in every pod; network policies", check_kubernetes)
     for failure in failures:
         print(f"check-deploy: {failure}", file=sys.stderr)
     return 1 if failures else 0
