@@ -252,6 +252,10 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
 
     let metrics = worker.get("/metrics").await.unwrap();
     assert_eq!(metrics.status, 200);
+    for path in ["/healthz", "/readyz", "/metrics", "/missing"] {
+        let answer = worker.get(path).await.unwrap();
+        testkit::http::assert_hardened(path, &answer.headers);
+    }
     assert!(
         metrics.body.contains("worker_rows_upserted_total 1"),
         "{}",
