@@ -542,4 +542,66 @@ mod tests {
             "no Origin: allowed"
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the handshake's headers hold, the check answers without panicking; an
+        /// accepted handshake with an `Origin` names this host.
+        #[test]
+        fn handshake_check_never_panics(
+            values in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
+                6,
+            ),
+            scheme in proptest::option::of("https?"),
+        ) {
+            let names = [
+                header::CONNECTION,
+                header::UPGRADE,
+                header::SEC_WEBSOCKET_VERSION,
+                header::SEC_WEBSOCKET_KEY,
+                header::ORIGIN,
+                header::HOST,
+            ];
+            let mut h = headers(&UPGRADE);
+            for (name, value) in names.into_iter().zip(values) {
+                match value.map(|v| HeaderValue::from_bytes(&v)) {
+                    Some(Ok(v)) => { h.insert(name, v); }
+                    Some(Err(_)) => {}
+                    None => { h.remove(name); }
+                }
+            }
+            if check_handshake(&h, scheme.as_deref()).is_ok() && let Some(origin) = h.get(header::ORIGIN) {
+                let origin = origin.to_str().unwrap();
+                let host = h.get(header::HOST).unwrap().to_str().unwrap();
+                let (_, authority) = origin.split_once("://").unwrap();
+                let (origin_name, _) = split_authority(authority.trim_end_matches('/'));
+                let (host_name, _) = split_authority(host);
+                proptest::prop_assert!(origin_name.eq_ignore_ascii_case(host_name), "{} vs {}", origin, host);
+            }
+        }
+
+        /// A browser on this very host and port opens a socket; one on any other host or port
+        /// does not.
+        #[test]
+        fn same_origin_means_this_host_and_port(
+            name in "[a-z0-9][a-z0-9.-]{0,20}",
+            port in proptest::option::of(1u16..),
+            other in "[a-z0-9][a-z0-9.-]{0,20}",
+            scheme in "https?",
+        ) {
+            let host = match port { Some(p) => format!("{name}:{p}"), None => name.clone() };
+            let check = |origin: &str| same_origin(&headers(&[("origin", origin), ("host", &host)]), None);
+            let same = format!("{scheme}://{host}");
+            proptest::prop_assert!(check(&same), "{}", same);
+            if !other.eq_ignore_ascii_case(&name) {
+                let foreign = format!("{scheme}://{other}");
+                proptest::prop_assert!(!check(&foreign), "{}", foreign);
+            }
+            if let Some(p) = port {
+                let q = if p == u16::MAX { 1 } else { p + 1 };
+                let elsewhere = format!("{scheme}://{name}:{q}");
+                proptest::prop_assert!(!check(&elsewhere), "{}", elsewhere);
+            }
+        }
+    }
 }
