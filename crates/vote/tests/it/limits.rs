@@ -268,3 +268,36 @@ async fn a_trickled_body_is_cut_off_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(app.stream_entries().await.is_empty(), "nothing is queued");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_both_a_length_and_chunking_smuggles_nothing() {
+    // Request smuggling: a proxy reading by Content-Length would forward all of this as one
+    // request, while a server reading the chunks would find a second, hidden request after
+    // them. The hidden vote must never be queued.
+    let app = spawn_app_with(|f| f.merge(("http.header_timeout_ms", 500))).await;
+    let hidden = "POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                  Content-Length: 12\r\n\r\n{\"vote\":\"b\"}";
+    let body = format!("c\r\n{{\"vote\":\"a\"}}\r\n0\r\n\r\n{hidden}");
+    let request = format!(
+        "POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = exchange(app.addr, request.as_bytes()).await;
+    let answers = answer.matches("HTTP/1.1 ").count();
+    assert!(answers <= 1, "one request, at most one answer:\n{answer}");
+    let votes: Vec<String> = app
+        .stream_entries()
+        .await
+        .into_iter()
+        .map(|(_, _, vote)| vote)
+        .collect();
+    assert!(
+        !votes.contains(&"b".to_string()),
+        "the hidden vote was queued: {votes:?}\n{answer}"
+    );
+    println!(
+        "answer: {}; queued: {votes:?}",
+        answer.lines().next().unwrap_or("(none)")
+    );
+}
