@@ -79,6 +79,24 @@ impl Redis {
         self.port
     }
 
+    /// Makes the server ask new connections for `password` (`CONFIG SET requirepass`);
+    /// connections already open stay authenticated.
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer `+OK`.
+    pub fn require_password(&self, password: &str) -> anyhow::Result<()> {
+        let reply = call(self.port, &["CONFIG", "SET", "requirepass", password])
+            .with_context(|| format!("CONFIG SET requirepass on port {}", self.port))?;
+        anyhow::ensure!(
+            reply.starts_with(b"+OK\r\n"),
+            "CONFIG SET requirepass on port {} answered {}",
+            self.port,
+            String::from_utf8_lossy(&reply)
+        );
+        Ok(())
+    }
+
     /// Kills the server with SIGKILL and waits for it to exit. Does nothing
     /// if it is not running. Writes not yet fsynced to the append-only file
     /// may be lost, as in a real crash.
@@ -163,22 +181,29 @@ impl Drop for Redis {
 /// Whether a server on 127.0.0.1:`port` answers `PING` with `+PONG`
 /// (a server still loading its data answers `-LOADING` instead).
 fn ping(port: u16) -> bool {
-    let probe = || -> std::io::Result<bool> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-        let mut reply = Vec::new();
-        let mut buf = [0_u8; 64];
-        while !reply.ends_with(b"\r\n") && reply.len() < 1024 {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
+    call(port, &["PING"]).is_ok_and(|reply| reply.starts_with(b"+PONG\r\n"))
+}
+
+/// Sends one command to the server on 127.0.0.1:`port` and returns the first line of its
+/// reply (`+OK\r\n`, `-ERR …\r\n`, …), with short timeouts.
+fn call(port: u16, args: &[&str]) -> std::io::Result<Vec<u8>> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut buf = [0_u8; 64];
+    while !reply.ends_with(b"\r\n") && reply.len() < 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
         }
-        Ok(reply.starts_with(b"+PONG\r\n"))
-    };
-    probe().unwrap_or(false)
+        reply.extend_from_slice(&buf[..n]);
+    }
+    Ok(reply)
 }

@@ -40,6 +40,21 @@ pub fn unprivileged_user() -> anyhow::Result<Option<(u32, u32)>> {
     }
 }
 
+/// [`unprivileged_user`] for a test that runs a service binary.
+///
+/// # Panics
+///
+/// When running as root and there is no such user. When the tests run unprivileged already,
+/// says so in the test's output: the service then runs as the same user.
+#[must_use]
+pub fn test_user() -> Option<(u32, u32)> {
+    let run_as = unprivileged_user().expect("an unprivileged user to run as");
+    if run_as.is_none() {
+        println!("the tests run unprivileged already: the service runs as the same user");
+    }
+    run_as
+}
+
 /// The real, effective, saved and file-system ids of process `pid`, and its supplementary
 /// groups, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +294,63 @@ impl ServiceProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Asserts that nothing of root is left to the process and, when `run_as` (`(uid, gid)`)
+    /// is given, that all its user and group ids are those.
+    ///
+    /// # Panics
+    ///
+    /// When it is not so, or its credentials cannot be read.
+    pub fn assert_runs_as(&self, run_as: Option<(u32, u32)>) {
+        let credentials = Credentials::of(self.pid()).expect("the credentials of the service");
+        assert!(credentials.is_unprivileged(), "{credentials:?}");
+        if let Some((uid, gid)) = run_as {
+            assert!(
+                credentials.uids.iter().all(|u| *u == uid),
+                "{credentials:?}"
+            );
+            assert!(
+                credentials.gids.iter().all(|g| *g == gid),
+                "{credentials:?}"
+            );
+        }
+    }
+
+    /// `GET /metrics`, asserted to answer 200 without any of `secrets` in its body.
+    ///
+    /// # Panics
+    ///
+    /// When nothing answers, the status is not 200, or a secret shows.
+    pub async fn metrics_without(&self, secrets: &[&str]) -> Answer {
+        let metrics = self.get("/metrics").await.expect("an answer to /metrics");
+        assert_eq!(metrics.status, 200, "{metrics:?}");
+        for secret in secrets {
+            assert!(!metrics.body.contains(secret), "{}", metrics.body);
+        }
+        metrics
+    }
+
+    /// [`stop`](Self::stop), asserting that SIGTERM is a clean stop, that the log was captured
+    /// (it says `listening`) and that none of `secrets` is in it; returns the output.
+    ///
+    /// # Panics
+    ///
+    /// When any of that fails.
+    pub fn stop_cleanly_without(self, secrets: &[&str]) -> String {
+        let (status, output) = self.stop().expect("the service stops");
+        assert!(
+            status.success(),
+            "SIGTERM is a clean stop: {status}\n{output}"
+        );
+        assert!(
+            output.contains("listening"),
+            "the log was captured: {output}"
+        );
+        for secret in secrets {
+            assert!(!output.contains(secret), "{secret} in the log:\n{output}");
+        }
+        output
     }
 
     /// Sends SIGTERM and waits for the exit (SIGKILL after 30 s); returns the exit status and

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
-use testkit::service::{Credentials, SecretFile, ServiceProcess, unprivileged_user};
+use testkit::service::{SecretFile, ServiceProcess, test_user};
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -14,22 +14,15 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     let redis_password = "redis-pw-5e1f0a2b";
     let pg_password = "pg-pw-77aa13";
-    let run_as = unprivileged_user().expect("an unprivileged user to run as");
-    if run_as.is_none() {
-        println!("the tests run unprivileged already: the service runs as the same user");
-    }
+    let run_as = test_user();
     let redis = testkit::Redis::start().expect("redis-server starts");
     let mut admin = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg(redis_password)
-        .query_async(&mut admin)
-        .await
+    redis
+        .require_password(redis_password)
         .expect("Redis now asks for a password");
     let secret = SecretFile::new(&format!("{redis_password}\n"), run_as).unwrap();
 
@@ -53,18 +46,7 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     .expect("the vote binary starts");
     vote.until_ready(READY_WITHIN).await;
 
-    let credentials = Credentials::of(vote.pid()).unwrap();
-    assert!(credentials.is_unprivileged(), "{credentials:?}");
-    if let Some((uid, gid)) = run_as {
-        assert!(
-            credentials.uids.iter().all(|u| *u == uid),
-            "{credentials:?}"
-        );
-        assert!(
-            credentials.gids.iter().all(|g| *g == gid),
-            "{credentials:?}"
-        );
-    }
+    vote.assert_runs_as(run_as);
 
     // A vote goes through with the password read from the file.
     let answer = testkit::http::send(
@@ -84,27 +66,8 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
         .unwrap();
     assert_eq!(queued, 1);
 
-    let metrics = vote.get("/metrics").await.unwrap();
-    assert_eq!(metrics.status, StatusCode::OK);
-    for password in [redis_password, pg_password] {
-        assert!(!metrics.body.contains(password), "{}", metrics.body);
-    }
-
-    let (status, output) = vote.stop().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM is a clean stop: {status}\n{output}"
-    );
-    assert!(
-        output.contains("listening"),
-        "the log was captured: {output}"
-    );
-    for password in [redis_password, pg_password] {
-        assert!(
-            !output.contains(password),
-            "{password} in the log:\n{output}"
-        );
-    }
+    vote.metrics_without(&[redis_password, pg_password]).await;
+    vote.stop_cleanly_without(&[redis_password, pg_password]);
 }
 
 #[test]

@@ -192,22 +192,16 @@ fn healthcheck_probes_the_configured_port() {
 
 #[tokio::test]
 async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
-    use testkit::service::{Credentials, SecretFile, ServiceProcess, unprivileged_user};
+    use testkit::service::{SecretFile, ServiceProcess, test_user};
 
     let redis_password = "redis-pw-9c2d41e7";
     let pg_password = "pg-pw-c0ffee11";
-    let run_as = unprivileged_user().expect("an unprivileged user to run as");
-    if run_as.is_none() {
-        println!("the tests run unprivileged already: the worker runs as the same user");
-    }
+    let run_as = test_user();
     let infra = crate::helpers::Infra::start().await;
     infra.xadd(&crate::helpers::voter(1), "b").await;
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg(redis_password)
-        .query_async(&mut infra.redis().await)
-        .await
+    infra
+        .redis
+        .require_password(redis_password)
         .expect("Redis now asks for a password");
     let redis_secret = SecretFile::new(redis_password, run_as).unwrap();
     let pg_secret = SecretFile::new(pg_password, run_as).unwrap();
@@ -232,14 +226,7 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     .expect("the worker binary starts");
     worker.until_ready(Duration::from_secs(30)).await;
 
-    let credentials = Credentials::of(worker.pid()).unwrap();
-    assert!(credentials.is_unprivileged(), "{credentials:?}");
-    if let Some((uid, _)) = run_as {
-        assert!(
-            credentials.uids.iter().all(|u| *u == uid),
-            "{credentials:?}"
-        );
-    }
+    worker.assert_runs_as(run_as);
     // The ballot queued before it started is applied, through Redis' password.
     testkit::eventually(Duration::from_secs(30), "the ballot is applied", || async {
         infra
@@ -250,8 +237,7 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     })
     .await;
 
-    let metrics = worker.get("/metrics").await.unwrap();
-    assert_eq!(metrics.status, 200);
+    let metrics = worker.metrics_without(&[redis_password, pg_password]).await;
     for path in ["/healthz", "/readyz", "/metrics", "/missing"] {
         let answer = worker.get(path).await.unwrap();
         testkit::http::assert_hardened(path, &answer.headers);
@@ -261,23 +247,5 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
         "{}",
         metrics.body
     );
-    for password in [redis_password, pg_password] {
-        assert!(!metrics.body.contains(password), "{}", metrics.body);
-    }
-
-    let (status, output) = worker.stop().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM is a clean stop: {status}\n{output}"
-    );
-    assert!(
-        output.contains("listening"),
-        "the log was captured: {output}"
-    );
-    for password in [redis_password, pg_password] {
-        assert!(
-            !output.contains(password),
-            "{password} in the log:\n{output}"
-        );
-    }
+    worker.stop_cleanly_without(&[redis_password, pg_password]);
 }
