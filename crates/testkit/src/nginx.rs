@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tempfile::TempDir;
 
+use crate::find_binary;
 use crate::process::{
-    LaunchError, current_uid, kill_and_wait, log_len, log_since, log_stdio, log_tail, send_signal,
-    signal_group, wait_group_gone, wait_timeout,
+    LaunchError, current_uid, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio,
+    log_tail, send_signal, signal_group, wait_group_gone, wait_timeout,
 };
-use crate::{find_binary, free_port};
 
 /// How long to wait for Nginx to accept connections.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
@@ -23,8 +23,6 @@ const READY_DEADLINE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// How many ports [`Nginx::start`] tries when another process grabs its port.
-const START_ATTEMPTS: usize = 5;
 
 /// The project's `nginx/` directory, which holds `routes.conf` and `http.conf`.
 #[must_use]
@@ -76,24 +74,17 @@ impl Nginx {
             .context("cannot create a temp dir for nginx")?;
         let mut nginx = Nginx {
             child: None,
-            port: free_port(),
+            port: 0, // chosen below
             binary,
             vote,
             result,
             dir,
         };
-        let mut attempt = 1;
-        loop {
-            match nginx.launch() {
-                Ok(()) => return Ok(nginx),
-                Err(LaunchError::PortInUse(e)) if attempt < START_ATTEMPTS => {
-                    tracing::debug!(port = nginx.port, "nginx port taken, retrying: {e:#}");
-                    nginx.port = free_port();
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into_inner()),
-            }
-        }
+        launch_on_a_free_port("nginx", |port| {
+            nginx.port = port;
+            nginx.launch()
+        })?;
+        Ok(nginx)
     }
 
     /// The port Nginx listens on (127.0.0.1).

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tempfile::TempDir;
 
+use crate::find_binary;
 use crate::process::{
-    LaunchError, current_uid, kill_and_wait, log_len, log_since, log_stdio, log_tail, lookup_user,
-    send_signal, wait_timeout,
+    LaunchError, current_uid, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio,
+    log_tail, lookup_user, send_signal, wait_timeout,
 };
-use crate::{find_binary, free_port};
 
 /// How long to wait for a server to accept connections.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -26,8 +26,6 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// How many ports [`Postgres::start`] tries when another process grabs its port.
-const START_ATTEMPTS: usize = 5;
 /// Bump when the `initdb` arguments change, so old templates are not reused.
 const TEMPLATE_FORMAT: u32 = 1;
 /// The system user PostgreSQL runs as when the tests run as root.
@@ -94,24 +92,17 @@ impl Postgres {
 
         let mut pg = Postgres {
             child: None,
-            port: free_port(),
+            port: 0, // chosen below
             postgres_bin,
             run_as,
             data,
             root,
         };
-        let mut attempt = 1;
-        loop {
-            match pg.launch() {
-                Ok(()) => return Ok(pg),
-                Err(LaunchError::PortInUse(e)) if attempt < START_ATTEMPTS => {
-                    tracing::debug!(port = pg.port, "postgres port taken, retrying: {e:#}");
-                    pg.port = free_port();
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into_inner()),
-            }
-        }
+        launch_on_a_free_port("postgres", |port| {
+            pg.port = port;
+            pg.launch()
+        })?;
+        Ok(pg)
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.

@@ -30,6 +30,30 @@ impl LaunchError {
     }
 }
 
+/// How many ports [`launch_on_a_free_port`] tries when another process grabs the port.
+const START_ATTEMPTS: usize = 5;
+
+/// Calls `launch` with a free port until it succeeds, with another free port each time
+/// another process grabbed the port first ([`LaunchError::PortInUse`]), at most
+/// [`START_ATTEMPTS`] times. `name` names the server in the debug log.
+pub(crate) fn launch_on_a_free_port(
+    name: &str,
+    mut launch: impl FnMut(u16) -> Result<(), LaunchError>,
+) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        let port = crate::free_port();
+        match launch(port) {
+            Ok(()) => return Ok(()),
+            Err(LaunchError::PortInUse(e)) if attempt < START_ATTEMPTS => {
+                tracing::debug!(port, "{name} port taken, retrying: {e:#}");
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into_inner()),
+        }
+    }
+}
+
 /// How many bytes at the end of a log file an error message shows.
 const LOG_TAIL_BYTES: u64 = 4096;
 
@@ -185,6 +209,40 @@ mod tests {
             LaunchError::from_log(anyhow::anyhow!("x"), "FATAL: something else"),
             LaunchError::Failed(_)
         ));
+    }
+
+    #[test]
+    fn a_taken_port_is_retried_on_another_and_other_failures_are_not() {
+        let port_in_use = || LaunchError::PortInUse(anyhow::anyhow!("taken"));
+
+        let mut ports = Vec::new();
+        launch_on_a_free_port("test", |port| {
+            ports.push(port);
+            if ports.len() < 3 {
+                Err(port_in_use())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(ports.len(), 3);
+        assert!(ports[0] != ports[1] && ports[1] != ports[2], "{ports:?}");
+
+        let mut calls = 0;
+        let error = launch_on_a_free_port("test", |_| {
+            calls += 1;
+            Err(port_in_use())
+        })
+        .unwrap_err();
+        assert_eq!((calls, error.to_string()), (START_ATTEMPTS, "taken".into()));
+
+        let mut calls = 0;
+        let error = launch_on_a_free_port("test", |_| {
+            calls += 1;
+            Err(LaunchError::Failed(anyhow::anyhow!("broken")))
+        })
+        .unwrap_err();
+        assert_eq!((calls, error.to_string()), (1, "broken".into()));
     }
 
     #[test]

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tempfile::TempDir;
 
-use crate::process::{LaunchError, kill_and_wait, log_len, log_since, log_stdio, log_tail};
-use crate::{find_binary, free_port};
+use crate::find_binary;
+use crate::process::{
+    LaunchError, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio, log_tail,
+};
 
 /// How long to wait for a fresh server to answer `PING`.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// How many ports [`Redis::start`] tries when another process grabs its port.
-const START_ATTEMPTS: usize = 5;
 
 /// A private `redis-server` on 127.0.0.1 with its own temp dir.
 ///
@@ -48,23 +48,16 @@ impl Redis {
         let log = dir.path().join("redis.log");
         let mut redis = Redis {
             child: None,
-            port: free_port(),
+            port: 0, // chosen below
             binary,
             log,
             dir,
         };
-        let mut attempt = 1;
-        loop {
-            match redis.launch() {
-                Ok(()) => return Ok(redis),
-                Err(LaunchError::PortInUse(e)) if attempt < START_ATTEMPTS => {
-                    tracing::debug!(port = redis.port, "redis port taken, retrying: {e:#}");
-                    redis.port = free_port();
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into_inner()),
-            }
-        }
+        launch_on_a_free_port("redis", |port| {
+            redis.port = port;
+            redis.launch()
+        })?;
+        Ok(redis)
     }
 
     /// `redis://127.0.0.1:<port>`.
