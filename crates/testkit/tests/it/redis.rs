@@ -48,6 +48,17 @@ fn starts_and_answers_ping() {
 }
 
 #[test]
+fn a_required_password_is_asked_of_new_connections() {
+    testkit::init_logging();
+    let redis = Redis::start().unwrap();
+    redis.require_password("pw-81c3").unwrap();
+    assert!(
+        command(redis.port(), &["PING"]).starts_with("ERR: NOAUTH"),
+        "a new connection must authenticate"
+    );
+}
+
+#[test]
 fn restart_after_kill_keeps_appended_keys() {
     testkit::init_logging();
     let mut redis = Redis::start().unwrap();
