@@ -14,7 +14,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use crate::process::{
-    kill_and_wait, log_len, log_since, log_stdio, log_tail, signal_group, wait_group_gone,
+    kill_and_wait, log_len, log_since, log_stdio, log_tail, signal_group, temp_dir, wait_group_gone,
 };
 use crate::{find_binary, free_port};
 
@@ -79,10 +79,7 @@ impl Browser {
     pub async fn start_with(options: BrowserOptions) -> anyhow::Result<Browser> {
         let chromium = find_binary("chromium")?;
         let chromedriver = find_binary("chromedriver")?;
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-browser-")
-            .tempdir()
-            .context("cannot create a temp dir for the browser")?;
+        let dir = temp_dir("browser")?;
         let log = dir.path().join("chromedriver.log");
 
         let mut attempt = 1;

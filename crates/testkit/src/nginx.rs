@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use crate::find_binary;
 use crate::process::{
     LaunchError, current_uid, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio,
-    log_tail, send_signal, signal_group, wait_group_gone, wait_timeout,
+    log_tail, send_signal, signal_group, temp_dir, wait_group_gone, wait_timeout,
 };
 
 /// How long to wait for Nginx to accept connections.
@@ -68,10 +68,7 @@ impl Nginx {
             "the project's Nginx routes are missing: {}",
             routes.display()
         );
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-nginx-")
-            .tempdir()
-            .context("cannot create a temp dir for nginx")?;
+        let dir = temp_dir("nginx")?;
         let mut nginx = Nginx {
             child: None,
             port: 0, // chosen below

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use crate::find_binary;
 use crate::process::{
     LaunchError, current_uid, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio,
-    log_tail, lookup_user, send_signal, wait_timeout,
+    log_tail, lookup_user, send_signal, temp_dir, wait_timeout,
 };
 
 /// How long to wait for a server to accept connections.
@@ -78,10 +78,7 @@ impl Postgres {
         }
         let template = template(&initdb, run_as)?;
 
-        let root = tempfile::Builder::new()
-            .prefix("testkit-postgres-")
-            .tempdir()
-            .context("cannot create a temp dir for postgres")?;
+        let root = temp_dir("postgres")?;
         if run_as.is_some() {
             // Let the server's user reach the data directory inside.
             std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711))

@@ -54,6 +54,19 @@ pub(crate) fn launch_on_a_free_port(
     }
 }
 
+/// A new directory `testkit-<name>-…` under [`std::env::temp_dir`], removed on drop.
+pub(crate) fn temp_dir(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("testkit-{name}-"))
+        .tempdir()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create a temp dir testkit-{name}-… in {}: {e}",
+                std::env::temp_dir().display()
+            )
+        })
+}
+
 /// How many bytes at the end of a log file an error message shows.
 const LOG_TAIL_BYTES: u64 = 4096;
 

@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use crate::find_binary;
 use crate::process::{
     LaunchError, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio, log_tail,
+    temp_dir,
 };
 
 /// How long to wait for a fresh server to answer `PING`.
@@ -41,10 +42,7 @@ impl Redis {
     /// 10 s (the error includes the end of its log).
     pub fn start() -> anyhow::Result<Redis> {
         let binary = find_binary("redis-server")?;
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-redis-")
-            .tempdir()
-            .context("cannot create a temp dir for redis")?;
+        let dir = temp_dir("redis")?;
         let log = dir.path().join("redis.log");
         let mut redis = Redis {
             child: None,

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::http::Answer;
-use crate::process::{current_uid, kill_and_wait, lookup_user, send_signal, wait_timeout};
+use crate::process::{
+    current_uid, kill_and_wait, lookup_user, send_signal, temp_dir, wait_timeout,
+};
 
 /// The user services run as when the tests run as root.
 pub const UNPRIVILEGED_USER: &str = "nobody";
@@ -142,10 +144,7 @@ fn reachable_binary(
     if can_execute(exe, uid, gid) {
         return Ok((exe.to_path_buf(), None));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("testkit-bin-")
-        .tempdir()
-        .context("cannot create a temp dir for a copy of the binary")?;
+    let dir = temp_dir("bin")?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let copy = dir
         .path()
@@ -397,10 +396,7 @@ impl SecretFile {
     /// When the temp dir or the file cannot be made.
     pub fn new(content: &str, owner: Option<(u32, u32)>) -> anyhow::Result<SecretFile> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-secret-")
-            .tempdir()
-            .context("cannot create a temp dir for a secret")?;
+        let dir = temp_dir("secret")?;
         // Others may pass through to the file, not list the directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
         let path = dir.path().join("password");
