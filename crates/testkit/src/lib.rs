@@ -43,7 +43,7 @@ pub use binary::find_binary;
 pub use browser::{Browser, BrowserOptions};
 pub use fantoccini;
 pub use nginx::{Nginx, project_nginx_dir};
-pub use postgres::Postgres;
+pub use postgres::{Postgres, pg_client};
 pub use redis::Redis;
 
 /// Sends signal `name` (`"KILL"`, `"STOP"`, `"CONT"`, …) to process `pid`, with the `kill`

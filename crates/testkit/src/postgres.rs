@@ -51,6 +51,20 @@ pub struct Postgres {
     root: TempDir,
 }
 
+/// A client of the database at `url`, its connection driven on a background task of the
+/// current Tokio runtime.
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses the login.
+pub async fn pg_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 impl Postgres {
     /// Starts a fresh cluster on a free port and waits until it accepts
     /// connections.

@@ -74,11 +74,9 @@ impl App {
     }
 
     pub async fn pg(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(self.db_url(), tokio_postgres::NoTls)
+        testkit::pg_client(self.db_url())
             .await
-            .expect("connects to PostgreSQL");
-        tokio::spawn(conn);
-        client
+            .expect("connects to PostgreSQL")
     }
 
     fn config(&self, service: Service) -> Config {

@@ -74,11 +74,9 @@ impl Infra {
     }
 
     pub async fn pg_client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
+        testkit::pg_client(&self.db_url)
             .await
-            .expect("connects to PostgreSQL");
-        tokio::spawn(conn);
-        client
+            .expect("connects to PostgreSQL")
     }
 
     /// Records `voter`'s vote for `key` as the worker does: upsert, `NOTIFY`, one commit.

@@ -3,15 +3,13 @@
 use std::net::TcpStream;
 
 use testkit::Postgres;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Connects to `url`, driving the connection on a background task.
 async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    testkit::pg_client(url)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    tokio::spawn(connection);
-    client
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[tokio::test]

@@ -151,10 +151,7 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
         HOSTILE_IDS.len() as u64
     );
 
-    let (client, conn) = tokio_postgres::connect(&infra.db_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = testkit::pg_client(&infra.db_url).await.unwrap();
     let votes: BTreeMap<String, String> = client
         .query("SELECT id, vote FROM votes", &[])
         .await

@@ -59,11 +59,9 @@ impl Infra {
     }
 
     pub async fn pg(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
+        testkit::pg_client(&self.db_url)
             .await
-            .expect("connects to PostgreSQL");
-        tokio::spawn(conn);
-        client
+            .expect("connects to PostgreSQL")
     }
 
     /// `votes` as voter -> vote.
