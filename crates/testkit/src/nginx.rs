@@ -130,7 +130,7 @@ pid "{dir}/nginx.pid";
 error_log "{dir}/error.log" info;
 
 events {{
-    worker_connections 1024;
+    worker_connections 4096;
 }}
 
 http {{
@@ -142,15 +142,16 @@ http {{
     uwsgi_temp_path "{dir}/uwsgi_temp";
     scgi_temp_path "{dir}/scgi_temp";
 
+    # Idle upstream connections kept as in nginx/native.conf and nginx/nginx.conf.
     upstream vote {{
         server {vote};
-        keepalive 8;
+        keepalive 32;
         keepalive_timeout 5s;
     }}
 
     upstream result {{
         server {result};
-        keepalive 8;
+        keepalive 32;
         keepalive_timeout 5s;
     }}
 
