@@ -7,6 +7,7 @@
 //! upstream (`upstream.rs`). The worker runs throughout, and every accepted vote of a load
 //! run is checked in PostgreSQL: a refused or lost vote is never counted as served.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -223,11 +224,17 @@ impl Run<'_> {
         )
         .await?;
         self.progress(&format!("{what}: through Nginx to vote, worker running"));
+        let cpu_before = machine::descendants_cpu();
         let real = load::loadgen(
             &self.stack.bin,
             &self.loadgen_args(&split.nginx.url("/vote/"), form, true),
         )
         .await?;
+        print_cpu_per(
+            &format!("{what}: CPU per accepted vote"),
+            &cpu_before,
+            real.accepted,
+        );
         let ratio = real.rate() / reference.rate();
         let (goal, met) = if form {
             (">= 40 %".to_string(), ratio >= 0.4)
@@ -501,8 +508,10 @@ return 1
             .invoke_async(&mut redis)
             .await?;
         let queued = Instant::now();
+        let cpu_before = machine::descendants_cpu();
         let done =
             stack::wait_tallied(&client, settled + votes as i64, Duration::from_secs(120)).await?;
+        print_cpu_per("drain: CPU per vote", &cpu_before, votes);
         let drain_s = done.duration_since(queued).as_secs_f64();
 
         let ids: Vec<String> = (1..=votes).map(|i| format!("{prefix}{i:016x}")).collect();
@@ -579,6 +588,19 @@ return 1
         drop(voting);
         Ok(())
     }
+}
+
+/// Prints the CPU time each kind of process used since `before`, per `count` (for
+/// profiling: unlike a rate, it hardly depends on what else runs on the machine).
+fn print_cpu_per(what: &str, before: &BTreeMap<String, f64>, count: u64) {
+    let after = machine::descendants_cpu();
+    let parts: Vec<String> = after
+        .iter()
+        .map(|(name, t)| (name, t - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, t)| *t > 0.0)
+        .map(|(name, t)| format!("{name} {:.1} us", t * 1e6 / count.max(1) as f64))
+        .collect();
+    eprintln!("bench: {what}: {}", parts.join(", "));
 }
 
 /// Rate, latency and what PostgreSQL holds, from a verified loadgen run.

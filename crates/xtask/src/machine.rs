@@ -1,6 +1,7 @@
 //! What the table says about the machine: cores, CPU model, load average, the date, and the
 //! resident memory of a process. All read from `/proc`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The CPU model from `/proc/cpuinfo`, e.g. "AMD EPYC 7B13".
@@ -54,6 +55,50 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         (Some(u), Some(s)) => (u + s) / 100.0,
         _ => 0.0,
     }
+}
+
+/// CPU seconds used so far by this process's descendants (the servers the bench started and
+/// their children), summed by command name (`vote`, `nginx`, `postgres`, …).
+pub fn descendants_cpu() -> BTreeMap<String, f64> {
+    let mut parent = HashMap::new();
+    let mut name = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.insert(pid, ppid);
+            name.insert(pid, stat[open + 1..close].to_string());
+        }
+    }
+    let me = std::process::id();
+    let mut cpu = BTreeMap::new();
+    for (&pid, comm) in &name {
+        let mut p = pid;
+        let mut hops = 0;
+        while let Some(&pp) = parent.get(&p) {
+            if pp == me {
+                *cpu.entry(comm.clone()).or_insert(0.0) += cpu_seconds(pid);
+                break;
+            }
+            p = pp;
+            hops += 1;
+            if hops > 16 {
+                break;
+            }
+        }
+    }
+    cpu
 }
 
 /// Today's date in UTC, `YYYY-MM-DD`.
