@@ -163,6 +163,11 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// How long a read waits for new entries when the stream is empty.
     pub block_ms: u64,
+    /// After a batch of more than one entry (votes are flowing) but less than a full one, the
+    /// next read starts no sooner than this long after that batch's, so that batches grow
+    /// under steady load; 0 never waits.
+    /// A lone vote is applied at once.
+    pub linger_ms: u64,
     /// Entries pending this long on another consumer are claimed (its owner is presumed dead).
     pub claim_idle_ms: u64,
     /// How often to look for such entries.
@@ -276,6 +281,7 @@ impl Config {
             worker: WorkerConfig {
                 batch_size: 4000,
                 block_ms: 1000,
+                linger_ms: 10,
                 claim_idle_ms: 10_000,
                 claim_interval_ms: 5_000,
                 consumer: String::new(),
@@ -371,6 +377,9 @@ impl Config {
         }
         if self.worker.block_ms > 60_000 {
             return Err(fail("worker.block_ms", "must be at most 60000".into()));
+        }
+        if self.worker.linger_ms > 1000 {
+            return Err(fail("worker.linger_ms", "must be at most 1000".into()));
         }
         Ok(self)
     }
@@ -875,6 +884,18 @@ mod tests {
             jail.set_env("VOTING_RESULT__POLL_INTERVAL_MS", "0");
             let e = load(None).unwrap_err();
             assert_eq!(e.key, "result.poll_interval_ms");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn worker_linger_is_bounded() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load(None).unwrap().worker.linger_ms, 10);
+            jail.set_env("VOTING_WORKER__LINGER_MS", "0");
+            assert_eq!(load(None).unwrap().worker.linger_ms, 0);
+            jail.set_env("VOTING_WORKER__LINGER_MS", "1001");
+            assert_eq!(load(None).unwrap_err().key, "worker.linger_ms");
             Ok(())
         });
     }

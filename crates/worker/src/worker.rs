@@ -94,6 +94,8 @@ pub struct Worker {
     legacy_waiting: bool,
     /// New entries read while the previous batch was being applied.
     prefetched: Option<Vec<Entry>>,
+    /// No new read before this (see `worker.linger_ms`).
+    linger_until: Option<Instant>,
 }
 
 impl Worker {
@@ -134,6 +136,7 @@ impl Worker {
             next_claim: Instant::now(),
             legacy_waiting: false,
             prefetched: None,
+            linger_until: None,
         })
     }
 
@@ -207,6 +210,9 @@ impl Worker {
             }
             Phase::Live if self.prefetched.is_some() => self.prefetched.take().unwrap_or_default(),
             Phase::Live => {
+                if let Some(until) = self.linger_until.take() {
+                    tokio::time::sleep_until(until.into()).await;
+                }
                 // Do not sit in a blocking read while the legacy list has work.
                 let block =
                     (!self.legacy_waiting).then(|| Duration::from_millis(self.settings.block_ms));
@@ -215,6 +221,12 @@ impl Worker {
         };
         // A full batch means more is waiting: read the next batch while this one is applied.
         let prefetch = self.phase == Phase::Live && entries.len() == batch;
+        // Votes are flowing, but not backlogged: let the next batch gather a few
+        // milliseconds' worth, so that steady load costs fewer transactions.
+        let linger = Duration::from_millis(self.settings.linger_ms);
+        if outcome.source == Source::New && entries.len() > 1 && !prefetch && !linger.is_zero() {
+            self.linger_until = Some(Instant::now() + linger);
+        }
         self.apply_stream(entries, prefetch, &mut outcome).await?;
         if !self.queue.legacy_list.is_empty() {
             self.apply_legacy(&mut outcome).await?;
