@@ -112,7 +112,15 @@ where
         }
     };
     crate::telemetry::init(config.log.format);
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
+    let threads = match config.threads {
+        0 => service.default_threads(),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
     let result = runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen)
             .await
