@@ -37,6 +37,7 @@ pub async fn loadgen(bin: &Path, args: &[String]) -> anyhow::Result<Load> {
     let output = Command::new(bin.join("loadgen"))
         .args(args)
         .args(["--json", "--quiet"])
+        .kill_on_drop(true)
         .output()
         .await
         .context("cannot run loadgen")?;
@@ -121,7 +122,8 @@ pub async fn wrk(
         .arg("10s")
         .arg("-s")
         .arg(&script)
-        .arg(url);
+        .arg(url)
+        .kill_on_drop(true);
     if let WrkMode::Vote(prefix) = mode {
         command.args(["--", "post", prefix]);
     }

@@ -68,7 +68,14 @@ fn run_bench(args: &args::Bench) -> anyhow::Result<()> {
     let started = Instant::now();
     let load_before = machine::load_average();
     let runtime = tokio::runtime::Runtime::new()?;
-    let rows = runtime.block_on(bench::run(args))?;
+    // On ctrl-c the run is dropped, which stops everything it started (testkit's Nginx runs
+    // in a process group of its own, out of the terminal's reach).
+    let rows = runtime.block_on(async {
+        tokio::select! {
+            rows = bench::run(args) => rows,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     let mut command = "cargo xtask bench".to_string();
     if args.quick {
