@@ -145,13 +145,13 @@ http {{
     # Idle upstream connections kept as in nginx/native.conf and nginx/nginx.conf.
     upstream vote {{
         server {vote};
-        keepalive 32;
+        keepalive 128;
         keepalive_timeout 5s;
     }}
 
     upstream result {{
         server {result};
-        keepalive 32;
+        keepalive 128;
         keepalive_timeout 5s;
     }}
 
