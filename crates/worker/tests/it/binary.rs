@@ -237,15 +237,21 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     })
     .await;
 
-    let metrics = worker.metrics_without(&[redis_password, pg_password]).await;
+    // The row is visible as soon as it commits; the counters move just after.
+    let worker_ref = &worker;
+    testkit::eventually(Duration::from_secs(30), "metrics count the row", || async {
+        let metrics = worker_ref
+            .metrics_without(&[redis_password, pg_password])
+            .await;
+        metrics
+            .body
+            .contains("worker_rows_upserted_total 1")
+            .then_some(())
+    })
+    .await;
     for path in ["/healthz", "/readyz", "/metrics", "/missing"] {
         let answer = worker.get(path).await.unwrap();
         testkit::http::assert_hardened(path, &answer.headers);
     }
-    assert!(
-        metrics.body.contains("worker_rows_upserted_total 1"),
-        "{}",
-        metrics.body
-    );
     worker.stop_cleanly_without(&[redis_password, pg_password]);
 }

@@ -66,8 +66,16 @@ async fn postgres_down_keeps_votes_queued_then_resumes() {
         infra.tallies_checked().await,
         BTreeMap::from([("a".into(), 1), ("b".into(), 5)])
     );
-    let metrics = testkit::http::get(addr, "/metrics").await.unwrap().body;
-    assert!(metrics.contains("worker_entries_total 6"), "{metrics}");
+    // The counters move just after the acknowledgement that emptied the stream.
+    eventually(
+        Duration::from_secs(30),
+        "metrics count 6 entries",
+        || async {
+            let metrics = testkit::http::get(addr, "/metrics").await.unwrap().body;
+            metrics.contains("worker_entries_total 6").then_some(())
+        },
+    )
+    .await;
 
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
