@@ -1,12 +1,16 @@
 //! The Redis side of the protocol between vote and worker.
 //!
-//! One stream entry per vote, fields [`FIELD_VOTER`] and [`FIELD_VOTE`]. The entry ID that
-//! Redis assigns (`<ms>-<seq>`) is the vote's version: a later entry of the same voter wins.
+//! One stream entry per vote, fields [`FIELD_VOTER`] and [`FIELD_VOTE`], or [`FIELD_LEGACY`]
+//! for an entry of the original app's list that the worker moved into the stream. The entry ID
+//! that Redis assigns (`<ms>-<seq>`) is the vote's version: a later entry of the same voter
+//! wins.
 
 use std::fmt;
 
 pub const FIELD_VOTER: &str = "voter_id";
 pub const FIELD_VOTE: &str = "vote";
+/// The field of an entry of the original app's list, moved into the stream as it was (JSON).
+pub const FIELD_LEGACY: &str = "legacy";
 
 /// A stream entry ID, ordered as Redis orders them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

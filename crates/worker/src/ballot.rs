@@ -1,13 +1,14 @@
 //! Turning what Redis holds into ballots, or into a reason to dead-letter it.
 //!
-//! Stream entries carry `voter_id` (32 lowercase hex) and `vote` (a configured option key).
-//! The original app's list entries are JSON `{"voter_id": "...", "vote": "..."}`, whose voter
-//! ids are shorter hex strings (`hex(getrandbits(64))`), so they accept 1 to 32 hex digits.
+//! A stream entry is either a vote from the vote service, with fields `voter_id` and `vote`,
+//! or an entry of the original app's `votes` list moved into the stream as it was (field
+//! [`FIELD_LEGACY`]: JSON `{"voter_id": "...", "vote": "..."}`). Both carry a voter id that
+//! [`VoterId::parse`] accepts, and both take the entry's ID as their version.
 
 use std::collections::HashMap;
 
 use common::options::Options;
-use common::queue::{EntryId, FIELD_VOTE, FIELD_VOTER};
+use common::queue::{EntryId, FIELD_LEGACY, FIELD_VOTE, FIELD_VOTER};
 use common::voter::VoterId;
 use serde::Deserialize;
 
@@ -28,6 +29,8 @@ pub enum Invalid {
     NotUtf8(&'static str),
     #[error("malformed voter id")]
     BadVoter,
+    #[error("malformed entry id")]
+    BadId,
     #[error("unknown option {0:?}")]
     UnknownOption(String),
     #[error("not a JSON vote: {0}")]
@@ -40,20 +43,14 @@ pub fn from_stream(
     fields: &HashMap<String, Vec<u8>>,
     options: &Options,
 ) -> Result<Ballot, Invalid> {
+    if let Some(raw) = fields.get(FIELD_LEGACY) {
+        return from_legacy(raw, id, options);
+    }
     let field = |name: &'static str| -> Result<&str, Invalid> {
         let raw = fields.get(name).ok_or(Invalid::MissingField(name))?;
         std::str::from_utf8(raw).map_err(|_| Invalid::NotUtf8(name))
     };
-    let voter = VoterId::parse(field(FIELD_VOTER)?).ok_or(Invalid::BadVoter)?;
-    let vote = field(FIELD_VOTE)?;
-    let option = options
-        .get(vote)
-        .ok_or_else(|| Invalid::UnknownOption(clip(vote)))?;
-    Ok(Ballot {
-        voter: voter.as_str().to_owned(),
-        vote: option.key.as_str().to_owned(),
-        version: id,
-    })
+    ballot(field(FIELD_VOTER)?, field(FIELD_VOTE)?, id, options)
 }
 
 #[derive(Deserialize)]
@@ -62,25 +59,22 @@ struct LegacyVote {
     vote: String,
 }
 
-/// Parses one entry of the original app's `votes` list; `version` is assigned by the caller.
-pub fn from_legacy(raw: &[u8], version: EntryId, options: &Options) -> Result<Ballot, Invalid> {
+/// Parses one entry of the original app's `votes` list, moved into the stream as entry `id`.
+pub fn from_legacy(raw: &[u8], id: EntryId, options: &Options) -> Result<Ballot, Invalid> {
     let parsed: LegacyVote =
         serde_json::from_slice(raw).map_err(|e| Invalid::BadJson(e.to_string()))?;
-    let voter_ok = (1..=32).contains(&parsed.voter_id.len())
-        && parsed
-            .voter_id
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !voter_ok {
-        return Err(Invalid::BadVoter);
-    }
+    ballot(&parsed.voter_id, &parsed.vote, id, options)
+}
+
+fn ballot(voter: &str, vote: &str, id: EntryId, options: &Options) -> Result<Ballot, Invalid> {
+    let voter = VoterId::parse(voter).ok_or(Invalid::BadVoter)?;
     let option = options
-        .get(&parsed.vote)
-        .ok_or_else(|| Invalid::UnknownOption(clip(&parsed.vote)))?;
+        .get(vote)
+        .ok_or_else(|| Invalid::UnknownOption(clip(vote)))?;
     Ok(Ballot {
-        voter: parsed.voter_id,
+        voter: voter.as_str().to_owned(),
         vote: option.key.as_str().to_owned(),
-        version,
+        version: id,
     })
 }
 
@@ -169,6 +163,23 @@ mod tests {
             from_legacy(br#"{"voter_id":"","vote":"b"}"#, id(5, 1), &options()),
             Err(Invalid::BadVoter)
         );
+        // 17 to 31 digits: issued by neither app.
+        assert_eq!(
+            from_legacy(
+                br#"{"voter_id":"0123456789abcdef0","vote":"b"}"#,
+                id(5, 1),
+                &options()
+            ),
+            Err(Invalid::BadVoter)
+        );
+        // A list entry moved into the stream is recognised by its field.
+        let moved = from_stream(
+            id(6, 0),
+            &fields(&[("legacy", br#"{"voter_id":"77aa","vote":"a"}"#)]),
+            &options(),
+        )
+        .unwrap();
+        assert_eq!((moved.voter.as_str(), moved.version), ("77aa", id(6, 0)));
     }
 
     #[test]
@@ -223,7 +234,7 @@ mod tests {
         }
 
         /// Whatever is in the original app's list, parsing does not panic, and a ballot has
-        /// a voter id of 1 to 32 lowercase hex digits and a configured option.
+        /// a voter id that the vote service accepts too, and a configured option.
         #[test]
         fn legacy_parser_never_panics(
             raw in proptest::prop_oneof![
@@ -232,8 +243,7 @@ mod tests {
             ],
         ) {
             if let Ok(ballot) = from_legacy(&raw, id(1, 0), &options()) {
-                prop_assert!((1..=32).contains(&ballot.voter.len()), "{:?}", ballot);
-                prop_assert!(ballot.voter.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{:?}", ballot);
+                prop_assert!(VoterId::parse(&ballot.voter).is_some(), "{:?}", ballot);
                 prop_assert!(options().get(&ballot.vote).is_some(), "{:?}", ballot);
             }
         }

@@ -80,7 +80,7 @@ pub fn metrics(shared: &Shared) -> String {
     )
     .counter(
         "worker_legacy_entries_total",
-        "Entries taken from the original app's list.",
+        "Entries moved from the original app's list into the stream.",
         m.legacy.get(),
     )
     .counter(

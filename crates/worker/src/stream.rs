@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::config::QueueConfig;
+use common::queue::FIELD_LEGACY;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
@@ -28,27 +29,17 @@ pub struct Dead {
     pub reason: String,
 }
 
-/// Moves up to ARGV[1] entries of the legacy list (KEYS[1]) to this consumer's processing list
-/// (KEYS[2]) and returns them; entries still in the processing list (left by a crash before
-/// they were committed) are returned first, without moving more.
-const LEGACY_TAKE: &str = r"
-local n = tonumber(ARGV[1])
-local held = redis.call('LRANGE', KEYS[2], 0, n - 1)
-if #held > 0 then return held end
-local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
-if #items == 0 then return items end
-redis.call('RPUSH', KEYS[2], unpack(items))
-redis.call('LTRIM', KEYS[1], #items, -1)
-return items
-";
-
-/// Gives the entries of a dead consumer's processing list (KEYS[1]) back to the head of the
-/// legacy list (KEYS[2]), in their order, unless that consumer's heartbeat (KEYS[3]) is alive.
-const LEGACY_RETURN: &str = r"
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-for i = #items, 1, -1 do redis.call('LPUSH', KEYS[2], items[i]) end
-redis.call('DEL', KEYS[1])
+/// Moves up to ARGV[1] entries from the head of the original app's list (KEYS[1]) to the
+/// end of the stream (KEYS[2]), each as it was in field ARGV[2], and returns how many. One
+/// script, so atomic: an entry is in the list or in the stream, never both or neither, and
+/// the stream IDs it gets follow the list's order, so a voter's later list entry always has
+/// the later version, across batches, workers and restarts.
+const LEGACY_MOVE: &str = r"
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+for _, item in ipairs(items) do
+    redis.call('XADD', KEYS[2], '*', ARGV[2], item)
+end
+if #items > 0 then redis.call('LTRIM', KEYS[1], #items, -1) end
 return #items
 ";
 
@@ -240,110 +231,17 @@ impl StreamConn {
             .context("XLEN")
     }
 
-    fn processing_list(&self, consumer: &str) -> String {
-        format!("{}:processing:{consumer}", self.queue.legacy_list)
-    }
-
-    fn heartbeat_key(&self, consumer: &str) -> String {
-        format!("{}:alive:{consumer}", self.queue.legacy_list)
-    }
-
-    /// Takes up to `count` entries of the legacy list into this consumer's processing list.
-    pub async fn legacy_take(&mut self, count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-        let items: Vec<Vec<u8>> = redis::Script::new(LEGACY_TAKE)
+    /// Moves up to `count` entries of the original app's list into the stream (see
+    /// [`LEGACY_MOVE`]); they are then read, applied and acknowledged like any vote.
+    pub async fn legacy_move(&mut self, count: usize) -> anyhow::Result<u64> {
+        redis::Script::new(LEGACY_MOVE)
             .key(&self.queue.legacy_list)
-            .key(self.processing_list(&self.consumer))
+            .key(&self.queue.stream)
             .arg(count)
+            .arg(FIELD_LEGACY)
             .invoke_async(&mut self.conn)
             .await
-            .context("taking entries of the legacy list")?;
-        Ok(items)
-    }
-
-    /// After commit: dead-letters `dead` and drops the first `count` processing entries.
-    pub async fn legacy_done(
-        &mut self,
-        count: usize,
-        dead: &[(Vec<u8>, String)],
-    ) -> anyhow::Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (raw, reason) in dead {
-            pipe.cmd("XADD")
-                .arg(&self.queue.dead_letter)
-                .arg("*")
-                .arg("source")
-                .arg(&self.queue.legacy_list)
-                .arg("reason")
-                .arg(reason)
-                .arg("raw")
-                .arg(raw.as_slice())
-                .ignore();
-        }
-        pipe.cmd("LTRIM")
-            .arg(self.processing_list(&self.consumer))
-            .arg(count)
-            .arg(-1)
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn)
-            .await
-            .context("finishing legacy entries")?;
-        Ok(())
-    }
-
-    /// Says this consumer is alive for `ttl`, and gives the processing lists of consumers
-    /// whose heartbeat expired back to the legacy list. Returns how many entries were returned.
-    pub async fn legacy_sweep(&mut self, ttl: Duration) -> anyhow::Result<u64> {
-        redis::cmd("SET")
-            .arg(self.heartbeat_key(&self.consumer))
-            .arg(1)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async::<()>(&mut self.conn)
-            .await
-            .context("writing the heartbeat")?;
-        let prefix = self.processing_list("");
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(200)
-                .query_async(&mut self.conn)
-                .await
-                .context("scanning processing lists")?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let mut returned = 0;
-        for key in keys {
-            let consumer = &key[prefix.len()..];
-            if consumer == self.consumer {
-                continue;
-            }
-            let n: u64 = redis::Script::new(LEGACY_RETURN)
-                .key(&key)
-                .key(&self.queue.legacy_list)
-                .key(self.heartbeat_key(consumer))
-                .invoke_async(&mut self.conn)
-                .await
-                .context("returning a dead consumer's legacy entries")?;
-            if n > 0 {
-                tracing::warn!(
-                    consumer,
-                    entries = n,
-                    "returned the legacy entries of a dead consumer"
-                );
-            }
-            returned += n;
-        }
-        Ok(returned)
+            .context("moving entries of the original app's list into the stream")
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Order of sources: first this consumer's own pending entries (left by a previous run of
 //! the same consumer name), then new entries; every `claim_interval` it claims entries left
-//! idle on other consumers (presumed dead). The original app's list is drained alongside.
+//! idle on other consumers (presumed dead). Entries of the original app's list are moved into
+//! the stream first (one atomic script), so they are read, applied and acknowledged like any
+//! vote, with a stream ID as their version.
 //! A batch is acknowledged and deleted only after its transaction committed.
 
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use common::options::Options;
 use common::pools::{PgPool, Redis};
 use common::queue::EntryId;
 
-use crate::ballot::{self, Ballot};
+use crate::ballot;
 use crate::store;
 use crate::stream::{Dead, Entry, StreamConn};
 
@@ -40,7 +42,7 @@ pub struct StepOutcome {
     pub rows: u64,
     /// Entries sent to the dead-letter stream.
     pub dead: usize,
-    /// Entries taken from the original app's list.
+    /// Entries moved from the original app's list into the stream.
     pub legacy: usize,
 }
 
@@ -91,7 +93,6 @@ pub struct Worker {
     phase: Phase,
     claim_cursor: String,
     next_claim: Instant,
-    legacy_waiting: bool,
     /// New entries read while the previous batch was being applied.
     prefetched: Option<Vec<Entry>>,
     /// No new read before this (see `worker.linger_ms`).
@@ -134,7 +135,6 @@ impl Worker {
             phase: Phase::OwnPending,
             claim_cursor: "0-0".into(),
             next_claim: Instant::now(),
-            legacy_waiting: false,
             prefetched: None,
             linger_until: None,
         })
@@ -174,6 +174,11 @@ impl Worker {
         let conn = self.conn.as_mut().expect("connected above");
         let mut outcome = StepOutcome::default();
         let now = Instant::now();
+        if self.phase == Phase::Live && !self.queue.legacy_list.is_empty() {
+            let moved = conn.legacy_move(batch).await?;
+            self.shared.metrics.legacy.add(moved);
+            outcome.legacy = moved as usize;
+        }
 
         let entries = match self.phase {
             Phase::OwnPending => {
@@ -200,12 +205,6 @@ impl Worker {
                     );
                 }
                 self.shared.metrics.backlog.set(conn.backlog().await?);
-                if !self.queue.legacy_list.is_empty() {
-                    conn.legacy_sweep(
-                        idle + 3 * Duration::from_millis(self.settings.claim_interval_ms),
-                    )
-                    .await?;
-                }
                 entries
             }
             Phase::Live if self.prefetched.is_some() => self.prefetched.take().unwrap_or_default(),
@@ -213,10 +212,8 @@ impl Worker {
                 if let Some(until) = self.linger_until.take() {
                     tokio::time::sleep_until(until.into()).await;
                 }
-                // Do not sit in a blocking read while the legacy list has work.
-                let block =
-                    (!self.legacy_waiting).then(|| Duration::from_millis(self.settings.block_ms));
-                conn.read_new(batch, block).await?
+                let block = Duration::from_millis(self.settings.block_ms);
+                conn.read_new(batch, Some(block)).await?
             }
         };
         // A full batch means more is waiting: read the next batch while this one is applied.
@@ -228,9 +225,6 @@ impl Worker {
             self.linger_until = Some(Instant::now() + linger);
         }
         self.apply_stream(entries, prefetch, &mut outcome).await?;
-        if !self.queue.legacy_list.is_empty() {
-            self.apply_legacy(&mut outcome).await?;
-        }
         Ok(outcome)
     }
 
@@ -251,7 +245,7 @@ impl Worker {
             // An entry deleted while pending was already applied: only acknowledge it.
             let Some(fields) = entry.fields else { continue };
             let parsed = EntryId::parse(&entry.id)
-                .ok_or(ballot::Invalid::BadVoter)
+                .ok_or(ballot::Invalid::BadId)
                 .and_then(|id| ballot::from_stream(id, &fields, &self.options));
             match parsed {
                 Ok(b) => ballots.push(b),
@@ -283,7 +277,7 @@ impl Worker {
         };
         conn.finish(&done, &dead).await?;
         if !dead.is_empty() {
-            tracing::warn!(entries = dead.len(), first_reason = %dead[0].reason, "dead-lettered invalid entries");
+            tracing::warn!(entries = dead.len(), first_id = %dead[0].id, first_reason = %dead[0].reason, "dead-lettered invalid entries");
         }
         let m = &self.shared.metrics;
         m.batches.inc();
@@ -292,47 +286,6 @@ impl Worker {
         m.dead.add(dead.len() as u64);
         m.last_batch.set(done.len() as u64);
         outcome.entries += done.len();
-        outcome.ballots += ballots.len();
-        outcome.rows += rows;
-        outcome.dead += dead.len();
-        Ok(())
-    }
-
-    async fn apply_legacy(&mut self, outcome: &mut StepOutcome) -> anyhow::Result<()> {
-        let conn = self.conn.as_mut().expect("connected");
-        let items = conn.legacy_take(self.settings.batch_size).await?;
-        self.legacy_waiting = !items.is_empty();
-        if items.is_empty() {
-            return Ok(());
-        }
-        // The list has no IDs: versions come from this worker's clock, in list order, so a
-        // later legacy vote of a voter wins over an earlier one.
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        let mut ballots: Vec<Ballot> = Vec::with_capacity(items.len());
-        let mut dead = Vec::new();
-        for (i, raw) in items.iter().enumerate() {
-            let version = EntryId {
-                ms: now_ms,
-                seq: i as u64,
-            };
-            match ballot::from_legacy(raw, version, &self.options) {
-                Ok(b) => ballots.push(b),
-                Err(reason) => dead.push((raw.clone(), reason.to_string())),
-            }
-        }
-        let ballots = ballot::newest_per_voter(ballots);
-        let rows = store::apply(&self.shared.pg, &ballots).await?;
-        let conn = self.conn.as_mut().expect("connected");
-        conn.legacy_done(items.len(), &dead).await?;
-        let m = &self.shared.metrics;
-        m.batches.inc();
-        m.legacy.add(items.len() as u64);
-        m.rows.add(rows);
-        m.dead.add(dead.len() as u64);
-        outcome.legacy += items.len();
         outcome.ballots += ballots.len();
         outcome.rows += rows;
         outcome.dead += dead.len();

@@ -153,12 +153,13 @@ pub fn voter(n: u64) -> String {
     format!("{n:032x}")
 }
 
-/// Steps `worker` until a step finds nothing to do.
+/// Steps `worker` until a step finds nothing to do; returns the stream entries it took
+/// (entries moved from the original app's list included).
 pub async fn drain(worker: &mut worker::Worker) -> u64 {
     let mut entries = 0;
     loop {
         let outcome = worker.step().await.expect("step succeeds");
-        entries += (outcome.entries + outcome.legacy) as u64;
+        entries += outcome.entries as u64;
         if outcome.is_idle() && outcome.source == worker::worker::Source::New {
             return entries;
         }

@@ -151,10 +151,9 @@ async fn own_pending_entries_are_applied_first_after_a_restart() {
 #[tokio::test]
 async fn entries_of_a_dead_consumer_are_claimed() {
     let infra = Infra::start().await;
-    let config = infra.config(Service::Worker, "survivor", |f| {
-        f.merge(("worker.claim_idle_ms", 100))
-    });
-    let mut survivor = worker::Worker::new(&config).unwrap();
+    // First a survivor that claims nothing (entries must be idle a minute), however slow the
+    // machine: it applies the new entry only.
+    let mut survivor = infra.worker("survivor");
     survivor.connect().await.unwrap();
     infra.xadd(&voter(7), "a").await;
     infra.xadd(&voter(8), "b").await;
@@ -177,7 +176,12 @@ async fn entries_of_a_dead_consumer_are_claimed() {
         "unacknowledged entries stay in the stream"
     );
 
-    // Once the entries have been idle longer than claim_idle_ms, a claim step applies them.
+    // The same consumer restarted with a short claim_idle_ms: once the entries have been idle
+    // that long, a claim step applies them.
+    let config = infra.config(Service::Worker, "survivor", |f| {
+        f.merge(("worker.claim_idle_ms", 100))
+    });
+    let mut survivor = worker::Worker::new(&config).unwrap();
     let deadline = Deadline::new(Duration::from_secs(10), "the survivor claims the entries");
     let claimed = loop {
         let outcome = survivor.step().await.unwrap();
@@ -293,46 +297,73 @@ async fn the_original_apps_list_is_drained() {
         .await
         .unwrap();
     assert_eq!(left, 0);
-    let processing: u64 = redis::cmd("LLEN")
-        .arg("votes:processing:w")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    assert_eq!(infra.pending().await, 0, "moved entries are acknowledged");
+    let dead: Vec<(String, Vec<(String, String)>)> = {
+        let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("ballots:dead")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        reply
+    };
     assert_eq!(
-        processing, 0,
-        "nothing is left in the processing list after commit"
-    );
-    assert_eq!(
-        infra.xlen("ballots:dead").await,
+        dead.len(),
         1,
-        "the malformed item is dead-lettered"
+        "the malformed item is dead-lettered: {dead:?}"
+    );
+    assert!(
+        dead[0]
+            .1
+            .contains(&("legacy".to_string(), "not json".to_string())),
+        "the dead letter keeps the item as it was: {dead:?}"
     );
 }
 
+/// Versions follow the list's order across batches: 2,000 voters push `a` and then `b`, and
+/// a worker that applies one entry per batch (so `a` and `b` of a voter are never in the
+/// same batch, and many batches fall within one millisecond) leaves every voter on `b`.
 #[tokio::test]
-async fn a_dead_consumers_legacy_entries_are_given_back() {
+async fn the_original_apps_list_keeps_each_voters_last_vote_across_batches() {
     let infra = Infra::start().await;
     let mut redis = infra.redis().await;
-    // A consumer moved an item to its processing list and died (no heartbeat key).
-    let _: u64 = redis::cmd("RPUSH")
-        .arg("votes:processing:gone")
-        .arg(r#"{"voter_id":"abc","vote":"a"}"#)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let mut w = infra.worker("w");
-    drain(&mut w).await; // the first claim step sweeps, a later step applies
-    drain(&mut w).await;
+    let original_id = |n: u64| format!("{n:x}");
+    for vote in ["a", "b"] {
+        let mut pipe = redis::pipe();
+        for n in 0..2_000u64 {
+            let item = serde_json::json!({"voter_id": original_id(n), "vote": vote});
+            pipe.cmd("RPUSH")
+                .arg("votes")
+                .arg(item.to_string())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut redis).await.unwrap();
+    }
+    let one_by_one = |f: figment::Figment| f.merge(("worker.batch_size", 1));
+    let mut w = worker::Worker::new(&infra.config(Service::Worker, "w", one_by_one)).unwrap();
     assert_eq!(
-        infra.votes().await.get("abc").map(String::as_str),
-        Some("a")
+        drain(&mut w).await,
+        4_000,
+        "every list entry is applied once"
     );
-    let exists: bool = redis::cmd("EXISTS")
-        .arg("votes:processing:gone")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!exists);
+    let votes = infra.votes().await;
+    let on_a: Vec<&String> = votes
+        .iter()
+        .filter(|(_, v)| *v == "a")
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(votes.len(), 2_000);
+    assert!(
+        on_a.is_empty(),
+        "{} voters kept their earlier vote: {:?}",
+        on_a.len(),
+        &on_a[..on_a.len().min(5)]
+    );
+    assert_eq!(
+        infra.tallies_checked().await,
+        BTreeMap::from([("b".into(), 2_000)])
+    );
 }
 
 #[tokio::test]
