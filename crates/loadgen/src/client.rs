@@ -116,13 +116,14 @@ impl Conn {
         self.sender = None;
     }
 
-    /// Sends one vote and reads the whole answer; returns its status.
+    /// Sends one vote and reads the whole answer; returns its status, and whether the vote
+    /// service said the vote is unconfirmed (`Vote-Outcome: unconfirmed`: it may be counted).
     pub async fn vote(
         &mut self,
         endpoint: &Endpoint,
         cookie: &HeaderValue,
         option: u8,
-    ) -> Result<StatusCode, Failure> {
+    ) -> Result<(StatusCode, bool), Failure> {
         let mut req = endpoint.request(cookie, option);
         // A request that a dead keep-alive connection gives back unsent is retried once on a
         // fresh connection: it cannot have been queued.
@@ -134,12 +135,16 @@ impl Conn {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let status = resp.status();
+                    let unconfirmed = resp
+                        .headers()
+                        .get("vote-outcome")
+                        .is_some_and(|v| v.as_bytes() == b"unconfirmed");
                     let body = resp.into_body().collect().await;
                     if let Err(e) = body {
                         self.sender = None;
                         return Err(Failure::Broken(e));
                     }
-                    return Ok(status);
+                    return Ok((status, unconfirmed));
                 }
                 Err(mut e) => {
                     self.sender = None;

@@ -102,6 +102,7 @@ pub async fn run(config: &Config, interrupt: impl Future<Output = ()>) -> anyhow
         accepted,
         refused,
         refused_by_status: state.by_status.clone(),
+        unconfirmed: state.unconfirmed,
         errors,
         voters: state.planner.voters(),
         revotes: state.planner.revotes(),

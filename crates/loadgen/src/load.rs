@@ -66,6 +66,8 @@ pub struct State {
     /// Latency of accepted votes, in microseconds.
     pub latency: Histogram<u64>,
     pub by_status: BTreeMap<u16, u64>,
+    /// Refusals the vote service marked unconfirmed (they may be counted).
+    pub unconfirmed: u64,
     pub connect_errors: u64,
     pub timeouts: u64,
     pub broken: u64,
@@ -93,6 +95,7 @@ impl Shared {
                 planner,
                 latency,
                 by_status: BTreeMap::new(),
+                unconfirmed: 0,
                 connect_errors: 0,
                 timeouts: 0,
                 broken: 0,
@@ -207,7 +210,7 @@ async fn send_one(shared: &Shared, conn: &mut Conn, ticket: Ticket, start: Insta
     let now = Instant::now();
     let mut state = shared.state();
     let (outcome, connect_failed) = match answer {
-        Ok(Ok(status)) if status == shared.endpoint.expected => {
+        Ok(Ok((status, _))) if status == shared.endpoint.expected => {
             counters.accepted.fetch_add(1, Relaxed);
             let us = now.saturating_duration_since(start).as_micros();
             state
@@ -216,10 +219,13 @@ async fn send_one(shared: &Shared, conn: &mut Conn, ticket: Ticket, start: Insta
             state.last_accepted = Some(Moment::now());
             (Outcome::Accepted, false)
         }
-        Ok(Ok(status)) => {
+        Ok(Ok((status, unconfirmed))) => {
             counters.refused.fetch_add(1, Relaxed);
             *state.by_status.entry(status.as_u16()).or_default() += 1;
-            (refusal_outcome(status), false)
+            if unconfirmed {
+                state.unconfirmed += 1;
+            }
+            (refusal_outcome(status, unconfirmed), false)
         }
         Ok(Err(Failure::Connect(_))) => {
             counters.errors.fetch_add(1, Relaxed);
@@ -247,10 +253,12 @@ async fn send_one(shared: &Shared, conn: &mut Conn, ticket: Ticket, start: Insta
 }
 
 /// What a status other than the expected one says about the vote. The vote service answers
-/// every refusal before queueing anything; a proxy's 502 or 504 may come after the service
-/// queued the vote, so those leave the voter's outcome unknown.
-fn refusal_outcome(status: StatusCode) -> Outcome {
+/// every refusal before queueing anything, except a 503 it marks `Vote-Outcome: unconfirmed`
+/// (Redis gave no answer in time); a proxy's 502 or 504 may come after the service queued the
+/// vote. Those leave the voter's outcome unknown.
+fn refusal_outcome(status: StatusCode, unconfirmed: bool) -> Outcome {
     match status {
+        _ if unconfirmed => Outcome::Unknown,
         StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => Outcome::Unknown,
         _ => Outcome::Refused,
     }

@@ -28,6 +28,9 @@ pub struct Report {
     pub refused: u64,
     /// The refusals by status code.
     pub refused_by_status: BTreeMap<u16, u64>,
+    /// Of the refusals, those the vote service marked `Vote-Outcome: unconfirmed`: Redis gave
+    /// no answer in time, so the vote may be counted (its voter is not judged by `--verify`).
+    pub unconfirmed: u64,
     /// No answer at all.
     pub errors: Errors,
     /// Distinct voters who sent a vote.
@@ -128,6 +131,13 @@ impl Report {
         let _ = writeln!(w, "refused    {}", self.refused);
         for (status, n) in &self.refused_by_status {
             let _ = writeln!(w, "  {status}:    {n}");
+        }
+        if self.unconfirmed > 0 {
+            let _ = writeln!(
+                w,
+                "  of which unconfirmed (may be counted): {}",
+                self.unconfirmed
+            );
         }
         let e = &self.errors;
         let _ = writeln!(

@@ -30,13 +30,34 @@ pub const SLACK: u64 = 50_000;
 /// How recent that length must be: 50,000 votes in 100 ms would be 500,000 votes/s.
 pub const FRESH: Duration = Duration::from_millis(100);
 
-/// Why a ballot was not queued (answered 503: the vote was not recorded).
+/// Why a ballot was not confirmed (answered 503). The first two are known not to be queued;
+/// the last may be.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("the vote queue is full")]
+    /// Redis answered that the stream holds `max_backlog` entries or more.
+    #[error("too many votes are waiting to be counted")]
     Full,
-    #[error("the vote queue is unreachable")]
+    /// Nothing was sent: no connection, or Redis answered with an error.
+    #[error("the vote store is unreachable")]
     Unavailable(#[source] anyhow::Error),
+    /// The command was (or may have been) sent, and no answer came: a timeout, or a connection
+    /// that broke meanwhile. Redis may still apply it (a stalled Redis runs what it had
+    /// received when it resumes), so the vote may be counted.
+    #[error("no confirmation came from the vote store")]
+    Unconfirmed(#[source] anyhow::Error),
+}
+
+impl QueueError {
+    /// Whether the vote is known not to be queued.
+    pub fn not_recorded(&self) -> bool {
+        !matches!(self, QueueError::Unconfirmed(_))
+    }
+}
+
+/// Whether a failed command may have reached Redis. Only a refused connection or an error
+/// that Redis itself answered says for sure that nothing was applied.
+fn maybe_sent(e: &redis::RedisError) -> bool {
+    !(e.is_connection_refusal() || e.code().is_some())
 }
 
 pub struct Queue {
@@ -64,26 +85,38 @@ impl Queue {
     }
 
     /// Appends one ballot; the stream entry ID is the ballot's id and version.
+    ///
+    /// A connection that fails gets one retry on a fresh one (Redis restarted, say). The
+    /// first attempt may have been applied all the same; the two entries name the same voter
+    /// and choice, and the worker keeps one row per voter, so the vote still counts once.
     pub async fn append(&self, voter: &VoterId, vote: &OptionKey) -> Result<EntryId, QueueError> {
         let checked = !self.far_from_full();
         let mut c = self.redis.conn().await.map_err(QueueError::Unavailable)?;
         let mut result = self.send(&mut c.conn, checked, voter, vote).await;
+        let mut sent = matches!(&result, Err(e) if maybe_sent(e));
         if let Err(e) = &result
             && c.failed(e)
         {
-            // The connection had died (Redis restarted, say): one retry on a fresh one. A
-            // duplicate entry is harmless, since the newer entry of a voter wins.
-            c = self.redis.conn().await.map_err(QueueError::Unavailable)?;
-            result = self.send(&mut c.conn, checked, voter, vote).await;
-            if let Err(e) = &result {
-                c.failed(e);
-            }
+            result = match self.redis.conn().await {
+                Ok(fresh) => {
+                    c = fresh;
+                    let retry = self.send(&mut c.conn, checked, voter, vote).await;
+                    if let Err(e) = &retry {
+                        c.failed(e);
+                        sent |= maybe_sent(e);
+                    }
+                    retry
+                }
+                Err(e) if sent => return Err(QueueError::Unconfirmed(e)),
+                Err(e) => return Err(QueueError::Unavailable(e)),
+            };
         }
         match result {
             Ok(Some(id)) => EntryId::parse(&id).ok_or_else(|| {
-                QueueError::Unavailable(anyhow::anyhow!("Redis returned entry id {id:?}"))
+                QueueError::Unconfirmed(anyhow::anyhow!("Redis returned entry id {id:?}"))
             }),
             Ok(None) => Err(QueueError::Full),
+            Err(e) if sent => Err(QueueError::Unconfirmed(e.into())),
             Err(e) => Err(QueueError::Unavailable(e.into())),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! | method     | path              | answer |
 //! |------------|-------------------|--------|
-//! | GET, HEAD  | `/`               | the voting page |
+//! | GET, HEAD  | `/`               | the voting page (and a `voter_id` cookie if none) |
 //! | POST       | `/`               | form `vote=<key>`: queue it, `303` back to the page |
 //! | POST       | `/api/vote`       | JSON `{"vote":"<key>"}`: queue it, `202` with voter and ballot ids |
 //! | GET, HEAD  | `/static/style.css` | the stylesheet |
@@ -11,7 +11,9 @@
 //! | GET        | `/metrics`        | Prometheus text |
 //!
 //! Anything else is `404`, or `405` with `Allow` on a known path. Every answer that refuses a
-//! vote queues nothing.
+//! vote queues nothing, except a `503` whose `Vote-Outcome` is `unconfirmed`: Redis gave no
+//! answer in time and may still apply it. The voter id is the vote's idempotency key, so
+//! voting again after that never counts twice.
 
 use std::sync::Arc;
 
@@ -30,7 +32,8 @@ use crate::input::{self, InputError};
 use crate::page::{STYLE_CSS, VotePage};
 use crate::queue::{Queue, QueueError};
 
-/// Cookie naming the voter (32 lowercase hex characters).
+/// Cookie naming the voter (see [`VoterId`]): set by the page before the first vote, and by
+/// every answer to a vote.
 pub const VOTER_COOKIE: &str = "voter_id";
 /// Cookie remembering the voter's last queued choice, so the page can mark it.
 pub const CHOICE_COOKIE: &str = "vote_choice";
@@ -59,6 +62,7 @@ struct Metrics {
     refused_timeout: Counter,
     refused_queue_full: Counter,
     refused_queue_down: Counter,
+    unconfirmed: Counter,
 }
 
 impl State {
@@ -120,9 +124,24 @@ enum Refusal {
     MediaType(&'static str),
     #[error("cross-site vote refused")]
     CrossSite,
-    #[error("your vote was not recorded: {0}; please try again")]
+    #[error("{}", queue_message(.0))]
     Queue(#[from] QueueError),
 }
+
+/// What a voter is told when the queue did not confirm a vote: whether it is known not to be
+/// recorded, or unknown, and that voting again is safe either way.
+fn queue_message(e: &QueueError) -> String {
+    if e.not_recorded() {
+        format!("We could not record your vote: {e}. Please try again in a moment.")
+    } else {
+        "We could not confirm your vote. Voting again is safe: it will not count twice.".into()
+    }
+}
+
+/// The `Vote-Outcome` header of a vote's answer, for scripts and load generators: `recorded`
+/// (202, 303), `not-recorded` (any refusal, the 503s known not to be queued included) or
+/// `unconfirmed` (a 503 whose vote may still be counted).
+pub const OUTCOME_HEADER: &str = "vote-outcome";
 
 impl Refusal {
     fn status(&self) -> StatusCode {
@@ -132,6 +151,14 @@ impl Refusal {
             Refusal::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::CrossSite => StatusCode::FORBIDDEN,
             Refusal::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// `not-recorded` or `unconfirmed`; see [`OUTCOME_HEADER`].
+    fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::Queue(e) if !e.not_recorded() => "unconfirmed",
+            _ => "not-recorded",
         }
     }
 
@@ -145,25 +172,45 @@ impl Refusal {
             Refusal::CrossSite => &m.refused_cross_site,
             Refusal::Queue(QueueError::Full) => &m.refused_queue_full,
             Refusal::Queue(QueueError::Unavailable(_)) => &m.refused_queue_down,
+            Refusal::Queue(QueueError::Unconfirmed(_)) => &m.unconfirmed,
         };
         counter.inc();
-        if let Refusal::Queue(QueueError::Unavailable(e)) = self {
-            tracing::warn!(error = format!("{e:#}"), "vote not queued");
+        if let Refusal::Queue(QueueError::Unavailable(e) | QueueError::Unconfirmed(e)) = self {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                outcome = self.outcome(),
+                "vote not confirmed"
+            );
+        }
+    }
+
+    /// Refusals that are answered with headers of their own: a 503 tells when to try again,
+    /// and every answer but a cross-site refusal names the voter (a cross-site request never
+    /// gets a cookie).
+    fn decorate(&self, resp: &mut Resp, voter: &VoterId, secure: bool) {
+        resp.headers_mut()
+            .insert(OUTCOME_HEADER, HeaderValue::from_static(self.outcome()));
+        if matches!(self, Refusal::Queue(_)) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if !matches!(self, Refusal::CrossSite) {
+            set_cookie(resp, VOTER_COOKIE, voter.as_str(), secure);
         }
     }
 }
 
 /// A queued vote.
 struct Accepted {
-    voter: VoterId,
     key: OptionKey,
     ballot: common::queue::EntryId,
 }
 
-/// The checks and the append shared by the form and the JSON endpoint.
+/// The checks and the append shared by the form and the JSON endpoint, for `voter`.
 async fn accept(
     state: &State,
     req: Request<Incoming>,
+    voter: &VoterId,
     media_type: &'static str,
     parse: fn(&[u8]) -> Result<String, InputError>,
 ) -> Result<Accepted, Refusal> {
@@ -173,31 +220,37 @@ async fn accept(
     if web::content_type(&req).as_deref() != Some(media_type) {
         return Err(Refusal::MediaType(media_type));
     }
-    let voter = voter_of(&req).unwrap_or_else(VoterId::random);
     let body = read_body(req, &state.limits).await?;
     let raw = parse(&body)?;
     let option = state.options.get(&raw).ok_or(Refusal::UnknownOption(raw))?;
-    let ballot = state.queue.append(&voter, &option.key).await?;
+    let ballot = state.queue.append(voter, &option.key).await?;
     state.metrics.accepted.inc();
     Ok(Accepted {
-        voter,
         key: option.key.clone(),
         ballot,
     })
 }
 
-/// The voter of a request: a well-formed `voter_id` cookie, or none (a new id is issued).
+/// The voter of a request: its well-formed `voter_id` cookie, if any.
 fn voter_of(req: &Request<Incoming>) -> Option<VoterId> {
     input::cookie(req.headers(), VOTER_COOKIE).and_then(VoterId::parse)
 }
 
+/// The voting page. A visitor without a voter id gets one now, so that the first vote and
+/// any retry of it carry the same id: the worker keeps one row per voter, so a vote sent
+/// twice (a retry after an unconfirmed answer, a double click) counts once.
 fn page(state: &State, req: &Request<Incoming>) -> Resp {
     state.metrics.pages.inc();
     let chosen = input::cookie(req.headers(), CHOICE_COOKIE);
-    render(
+    let mut resp = render(
         VotePage::new(&state.options, chosen, &state.hostname),
         StatusCode::OK,
-    )
+    );
+    if voter_of(req).is_none() && resp.status() == StatusCode::OK {
+        let secure = secure_cookies(state, req);
+        set_cookie(&mut resp, VOTER_COOKIE, VoterId::random().as_str(), secure);
+    }
+    resp
 }
 
 fn render(page: VotePage<'_>, status: StatusCode) -> Resp {
@@ -221,26 +274,23 @@ fn render(page: VotePage<'_>, status: StatusCode) -> Resp {
 async fn form_vote(state: &State, req: Request<Incoming>) -> Resp {
     let choice = input::cookie(req.headers(), CHOICE_COOKIE).map(str::to_owned);
     let secure = secure_cookies(state, &req);
-    match accept(
-        state,
-        req,
-        "application/x-www-form-urlencoded",
-        input::form_vote,
-    )
-    .await
-    {
+    let voter = voter_of(&req).unwrap_or_else(VoterId::random);
+    let form = "application/x-www-form-urlencoded";
+    match accept(state, req, &voter, form, input::form_vote).await {
         Ok(accepted) => {
             let mut resp = web::text(StatusCode::SEE_OTHER, "vote queued");
             resp.headers_mut()
                 .insert(header::LOCATION, HeaderValue::from_static("./"));
-            set_cookies(&mut resp, &accepted, secure);
+            recorded(&mut resp, &voter, &accepted, secure);
             resp
         }
         Err(refusal) => {
             refusal.count(&state.metrics);
             let mut page = VotePage::new(&state.options, choice.as_deref(), &state.hostname);
             page.error = Some(refusal.to_string());
-            render(page, refusal.status())
+            let mut resp = render(page, refusal.status());
+            refusal.decorate(&mut resp, &voter, secure);
+            resp
         }
     }
 }
@@ -252,29 +302,37 @@ struct VoteAnswer<'a> {
     ballot: String,
 }
 
+#[derive(Serialize)]
+struct RefusalAnswer<'a> {
+    error: String,
+    /// `not-recorded` or `unconfirmed`.
+    outcome: &'static str,
+    voter_id: &'a str,
+}
+
 async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
     let secure = secure_cookies(state, &req);
-    match accept(state, req, "application/json", input::json_vote).await {
+    let voter = voter_of(&req).unwrap_or_else(VoterId::random);
+    match accept(state, req, &voter, "application/json", input::json_vote).await {
         Ok(accepted) => {
             let answer = VoteAnswer {
-                voter_id: accepted.voter.as_str(),
+                voter_id: voter.as_str(),
                 vote: accepted.key.as_str(),
                 ballot: accepted.ballot.to_string(),
             };
             let mut resp = web::json(StatusCode::ACCEPTED, &answer);
-            set_cookies(&mut resp, &accepted, secure);
+            recorded(&mut resp, &voter, &accepted, secure);
             resp
         }
         Err(refusal) => {
             refusal.count(&state.metrics);
-            let mut resp = web::json(
-                refusal.status(),
-                &serde_json::json!({ "error": refusal.to_string() }),
-            );
-            if matches!(refusal, Refusal::Queue(_)) {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
+            let answer = RefusalAnswer {
+                error: refusal.to_string(),
+                outcome: refusal.outcome(),
+                voter_id: voter.as_str(),
+            };
+            let mut resp = web::json(refusal.status(), &answer);
+            refusal.decorate(&mut resp, &voter, secure);
             resp
         }
     }
@@ -287,19 +345,20 @@ fn secure_cookies(state: &State, req: &Request<Incoming>) -> bool {
         || (state.trust_proxy && web::forwarded_proto(req.headers()) == Some("https"))
 }
 
-fn set_cookies(resp: &mut Resp, accepted: &Accepted, secure: bool) {
+/// The headers of a queued vote: the outcome, the voter and their choice.
+fn recorded(resp: &mut Resp, voter: &VoterId, accepted: &Accepted, secure: bool) {
+    resp.headers_mut()
+        .insert(OUTCOME_HEADER, HeaderValue::from_static("recorded"));
+    set_cookie(resp, VOTER_COOKIE, voter.as_str(), secure);
+    set_cookie(resp, CHOICE_COOKIE, accepted.key.as_str(), secure);
+}
+
+fn set_cookie(resp: &mut Resp, name: &str, value: &str, secure: bool) {
     let secure = if secure { "; Secure" } else { "" };
-    for (name, value) in [
-        (VOTER_COOKIE, accepted.voter.as_str()),
-        (CHOICE_COOKIE, accepted.key.as_str()),
-    ] {
-        let cookie = format!(
-            "{name}={value}; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
-        );
-        let value =
-            HeaderValue::try_from(cookie).expect("ids and option keys are header-safe ASCII");
-        resp.headers_mut().append(header::SET_COOKIE, value);
-    }
+    let cookie =
+        format!("{name}={value}; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}");
+    let value = HeaderValue::try_from(cookie).expect("ids and option keys are header-safe ASCII");
+    resp.headers_mut().append(header::SET_COOKIE, value);
 }
 
 async fn readyz(state: &State) -> Resp {
@@ -337,6 +396,11 @@ pub fn metrics(state: &State) -> String {
             ("queue_full", m.refused_queue_full.get()),
             ("queue_unavailable", m.refused_queue_down.get()),
         ],
+    )
+    .counter(
+        "vote_votes_unconfirmed_total",
+        "Votes answered 503 because Redis gave no answer in time: they may be counted.",
+        m.unconfirmed.get(),
     )
     .counter("vote_pages_total", "Voting pages served.", m.pages.get());
     e.finish()

@@ -1,11 +1,13 @@
-//! When a vote cannot be queued (Redis down, backlog full), the voter is told so with a 503,
-//! never a success, and the service recovers on its own once Redis is back.
+//! When a vote cannot be queued (Redis down, stalled, backlog full), the voter is told so with
+//! a 503, never a success: "not recorded" when nothing was queued, "could not confirm" when
+//! Redis may still apply it. Every such answer names the voter, so voting again replaces that
+//! voter's ballot instead of adding one. The service recovers on its own once Redis is back.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::helpers::{assert_hardened, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{assert_hardened, eventually, is_voter_id, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_and_the_service_heals_after_restart() {
@@ -23,12 +25,16 @@ async fn redis_down_is_503_and_the_service_heals_after_restart() {
             StatusCode::SERVICE_UNAVAILABLE,
             "form {attempt}: {form:?}"
         );
-        assert!(
-            form.body.contains("your vote was not recorded"),
-            "form {attempt}: {}",
-            form.body
-        );
-        assert!(form.set_cookie("voter_id").is_none(), "{form:?}");
+        // The first vote may have been written to the dying connection: "unconfirmed".
+        let outcome = form.header("vote-outcome").expect("an outcome").to_string();
+        let said = if outcome == "unconfirmed" {
+            "We could not confirm your vote. Voting again is safe"
+        } else {
+            "We could not record your vote"
+        };
+        assert!(form.body.contains(said), "form {attempt}: {}", form.body);
+        assert!(is_voter_id(&form.voter_id()), "{form:?}");
+        assert_eq!(form.header("retry-after"), Some("1"));
         assert_hardened("form 503", &form);
 
         let json = app.post_json(r#"{"vote":"b"}"#, &[]).await;
@@ -37,13 +43,20 @@ async fn redis_down_is_503_and_the_service_heals_after_restart() {
             StatusCode::SERVICE_UNAVAILABLE,
             "JSON {attempt}: {json:?}"
         );
-        let error = json.json()["error"]
-            .as_str()
-            .expect("error text")
-            .to_string();
-        assert!(error.contains("your vote was not recorded"), "{error}");
+        let body = json.json();
+        let error = body["error"].as_str().expect("error text");
+        assert!(error.starts_with("We could not"), "{error}");
+        assert_eq!(body["outcome"], json.header("vote-outcome").unwrap());
+        assert_eq!(body["voter_id"], json.voter_id().as_str());
         assert_eq!(json.header("retry-after"), Some("1"));
     }
+    // Once the dead connection is known, nothing more is sent: known not recorded.
+    let form = app.post_form("vote=b", &[]).await;
+    assert_eq!(
+        form.header("vote-outcome"),
+        Some("not-recorded"),
+        "{form:?}"
+    );
 
     app.redis.restart().expect("redis restarts");
 
@@ -78,8 +91,10 @@ async fn redis_down_from_the_start_is_503() {
 
     let form = app.post_form("vote=a", &[]).await;
     assert_eq!(form.status, StatusCode::SERVICE_UNAVAILABLE, "{form:?}");
+    assert_eq!(form.header("vote-outcome"), Some("not-recorded"));
     assert!(
-        form.body.contains("your vote was not recorded"),
+        form.body
+            .contains("We could not record your vote: the vote store is unreachable."),
         "{}",
         form.body
     );
@@ -112,15 +127,18 @@ async fn backlog_over_the_bound_is_refused() {
     let form = app.post_form("vote=b", &[]).await;
     assert_eq!(form.status, StatusCode::SERVICE_UNAVAILABLE, "{form:?}");
     assert!(
-        form.body.contains("your vote was not recorded"),
+        form.body
+            .contains("We could not record your vote: too many votes are waiting to be counted."),
         "{}",
         form.body
     );
-    assert!(form.set_cookie("voter_id").is_none(), "{form:?}");
+    assert_eq!(form.header("vote-outcome"), Some("not-recorded"));
+    assert_eq!(form.header("retry-after"), Some("1"));
 
     let json = app.post_json(r#"{"vote":"b"}"#, &[]).await;
     assert_eq!(json.status, StatusCode::SERVICE_UNAVAILABLE, "{json:?}");
     assert_eq!(json.header("retry-after"), Some("1"));
+    assert_eq!(json.json()["outcome"], "not-recorded");
 
     let entries = app.stream_entries().await;
     assert_eq!(entries.len(), 3, "{entries:?}");
@@ -136,6 +154,78 @@ async fn backlog_over_the_bound_is_refused() {
     );
     assert!(
         metrics.contains("vote_votes_refused_total{reason=\"queue_full\"} 2\n"),
+        "{metrics}"
+    );
+}
+
+/// Redis stalls (SIGSTOP) with a vote already written to it: vote answers 503 "could not
+/// confirm" once its timeout passes, and Redis applies that vote when it resumes. The voter,
+/// named by the 503, votes again: both entries carry the same voter id, so the worker keeps
+/// one row. A first-time JSON client with no cookie learns its id from the 503's body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_gives_unconfirmed_answers_and_a_retry_is_the_same_voter() {
+    let app = spawn_app().await;
+    // A vote first, so the pool holds a live connection: the next vote is written to it.
+    let warm = app.post_json(r#"{"vote":"a"}"#, &[]).await;
+    assert_eq!(warm.status, StatusCode::ACCEPTED, "{warm:?}");
+
+    app.redis.pause().expect("SIGSTOP redis-server");
+    let stalled = app.post_json(r#"{"vote":"b"}"#, &[]).await;
+    app.redis.resume().expect("SIGCONT redis-server");
+
+    assert_eq!(
+        stalled.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{stalled:?}"
+    );
+    assert_eq!(stalled.header("vote-outcome"), Some("unconfirmed"));
+    assert_eq!(stalled.header("retry-after"), Some("1"));
+    let body = stalled.json();
+    assert_eq!(body["outcome"], "unconfirmed");
+    assert_eq!(
+        body["error"],
+        "We could not confirm your vote. Voting again is safe: it will not count twice."
+    );
+    let voter = body["voter_id"]
+        .as_str()
+        .expect("the 503 names the voter")
+        .to_string();
+    assert!(is_voter_id(&voter), "{voter:?}");
+    assert_eq!(stalled.voter_id(), voter, "and sets it as a cookie");
+
+    // The stalled vote was applied when Redis resumed.
+    let entries = eventually(
+        Duration::from_secs(10),
+        "the stalled vote lands",
+        || async {
+            let entries = app.stream_entries().await;
+            (entries.len() == 2).then_some(entries)
+        },
+    )
+    .await;
+    assert_eq!(
+        (entries[1].1.as_str(), entries[1].2.as_str()),
+        (voter.as_str(), "b")
+    );
+
+    // Pressing again, with the cookie the 503 gave: the same voter, not a new one.
+    let cookie = stalled.cookie_header();
+    let retry = eventually(Duration::from_secs(10), "the retry is accepted", || async {
+        let resp = app
+            .post_json(r#"{"vote":"b"}"#, &[("cookie", &cookie)])
+            .await;
+        (resp.status == StatusCode::ACCEPTED).then_some(resp)
+    })
+    .await;
+    assert_eq!(retry.json()["voter_id"], voter.as_str());
+    let entries = app.stream_entries().await;
+    let of_voter: Vec<_> = entries.iter().filter(|e| e.1 == voter).collect();
+    assert!(of_voter.len() >= 2, "{entries:?}");
+    assert!(of_voter.iter().all(|e| e.2 == "b"), "{entries:?}");
+
+    let metrics = app.get("/metrics", &[]).await.body;
+    assert!(
+        !metrics.contains("vote_votes_unconfirmed_total 0\n"),
         "{metrics}"
     );
 }

@@ -36,6 +36,42 @@ fn entry_id(id: &str) -> EntryId {
     EntryId::parse(id).unwrap_or_else(|| panic!("{id:?} is a stream entry id"))
 }
 
+/// A visitor has a voter id before the first vote: the page gives one to whoever has none,
+/// and the vote then carries it, so a retry of that first vote is the same voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_issues_a_voter_id_before_the_first_vote() {
+    let app = spawn_app().await;
+    let page = app.get("/", &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let voter = page.voter_id();
+    assert!(is_voter_id(&voter), "{voter:?}");
+    assert_cookie_attributes(&page, "voter_id", false);
+    assert!(page.set_cookie("vote_choice").is_none(), "{page:?}");
+
+    let cookie = page.cookie_header();
+    let again = app.get("/", &[("cookie", &cookie)]).await;
+    assert!(
+        again.set_cookie("voter_id").is_none(),
+        "kept, not replaced: {again:?}"
+    );
+    let bad = app.get("/", &[("cookie", "voter_id=not-an-id")]).await;
+    assert!(
+        is_voter_id(&bad.voter_id()),
+        "a malformed id is replaced: {bad:?}"
+    );
+
+    let vote = app.post_form("vote=b", &[("cookie", &cookie)]).await;
+    assert_eq!(vote.status, StatusCode::SEE_OTHER, "{vote:?}");
+    assert_eq!(vote.header("vote-outcome"), Some("recorded"));
+    assert_eq!(vote.voter_id(), voter);
+    let entries = app.stream_entries().await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        entries[0].1, voter,
+        "the ballot carries the page's voter id"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_vote_redirects_sets_cookie_and_queues_one_ballot() {
     let app = spawn_app().await;
