@@ -98,6 +98,28 @@ impl Redis {
         }
     }
 
+    /// Stops the server with SIGSTOP: its connections stay open and it reads nothing, as a
+    /// stalled or overloaded Redis behaves. What clients send meanwhile waits in the kernel's
+    /// buffers and is run on [`Redis::resume`].
+    ///
+    /// # Errors
+    ///
+    /// When the server is not running or the signal cannot be sent.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("redis-server is not running")?;
+        crate::process::send_signal(child.id(), "STOP")
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// When the server is not running or the signal cannot be sent.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("redis-server is not running")?;
+        crate::process::send_signal(child.id(), "CONT")
+    }
+
     /// Starts the server again on the same port and directory (so the
     /// append-only file is replayed) and waits until it answers `PING`.
     /// A running server is killed first.

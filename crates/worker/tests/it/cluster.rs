@@ -296,6 +296,7 @@ impl Cluster {
             for (status, n) in &report.refused_by_status {
                 *figures.refused_by_status.entry(*status).or_default() += n;
             }
+            figures.unconfirmed += report.unconfirmed;
             figures.unanswered += report.errors.total;
             figures.voters += verify.voters;
             figures.lost += verify.missing;
@@ -449,6 +450,8 @@ pub struct Figures {
     pub accepted: u64,
     pub refused: u64,
     pub refused_by_status: BTreeMap<u16, u64>,
+    /// Of the refusals, the 503s marked unconfirmed (the vote may be counted; not judged).
+    pub unconfirmed: u64,
     /// No answer (timeout, broken connection): such a voter is not judged.
     pub unanswered: u64,
     /// Voters with an accepted vote, each checked.
@@ -470,6 +473,7 @@ impl Default for Figures {
             accepted: 0,
             refused: 0,
             refused_by_status: BTreeMap::new(),
+            unconfirmed: 0,
             unanswered: 0,
             voters: 0,
             lost: 0,
@@ -487,13 +491,15 @@ impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "[{}] sent {} | accepted {} | refused {} {:?} | unanswered {} | voters checked {} \
-             | lost {} | wrong {} | refused but stored {} | dead letters {} | tallies {:?}",
+            "[{}] sent {} | accepted {} | refused {} {:?}, unconfirmed {} | unanswered {} \
+             | voters checked {} | lost {} | wrong {} | refused but stored {} | dead letters {} \
+             | tallies {:?}",
             self.scenario,
             self.sent,
             self.accepted,
             self.refused,
             self.refused_by_status,
+            self.unconfirmed,
             self.unanswered,
             self.voters,
             self.lost,

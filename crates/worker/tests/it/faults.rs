@@ -95,6 +95,213 @@ async fn redis_killed_and_restarted_from_its_append_only_file() {
     );
 }
 
+/// How many people vote during the stall, by each way.
+const PEOPLE: usize = 40;
+/// Presses a person makes before the test gives up on them.
+const MAX_PRESSES: usize = 40;
+
+/// One person at the vote service: how they voted and what they were told.
+#[derive(Debug)]
+struct Person {
+    voter: String,
+    choice: &'static str,
+    /// The 503s they got before their vote was confirmed, by `Vote-Outcome`.
+    unconfirmed: usize,
+    not_recorded: usize,
+}
+
+/// A first-time voter, as a person behaves: with the form, they load the page (which gives
+/// them a voter id) and press a button; with the JSON API, they send no cookie at all. On a
+/// 503 they wait `Retry-After` and press again, carrying the cookie the answer set, until the
+/// vote is confirmed. `first_answer` is told when the first press has been answered.
+async fn person(
+    vote: std::net::SocketAddr,
+    form: bool,
+    choice: &'static str,
+    first_answer: tokio::sync::mpsc::Sender<()>,
+) -> Person {
+    let mut cookie = String::new();
+    if form {
+        let page = testkit::http::get(vote, "/").await.expect("the page loads");
+        cookie = page.cookies();
+        assert!(
+            cookie.starts_with("voter_id="),
+            "the page gives a voter id: {page:?}"
+        );
+    }
+    let (path, content_type, body) = if form {
+        (
+            "/",
+            "application/x-www-form-urlencoded",
+            format!("vote={choice}"),
+        )
+    } else {
+        (
+            "/api/vote",
+            "application/json",
+            format!(r#"{{"vote":"{choice}"}}"#),
+        )
+    };
+    let (mut unconfirmed, mut not_recorded) = (0, 0);
+    for press in 0..MAX_PRESSES {
+        let mut headers = vec![("content-type", content_type)];
+        if !cookie.is_empty() {
+            headers.push(("cookie", cookie.as_str()));
+        }
+        let answer = testkit::http::send(vote, hyper::Method::POST, path, &headers, body.clone())
+            .await
+            .expect("the vote service answers");
+        if press == 0 {
+            let _ = first_answer.send(()).await;
+        }
+        let named = answer.cookies();
+        assert!(
+            named.starts_with("voter_id="),
+            "every answer names the voter: {answer:?}"
+        );
+        if !cookie.is_empty() {
+            assert_eq!(
+                named.split(';').next(),
+                cookie.split(';').next(),
+                "the same voter"
+            );
+        }
+        let voter = named["voter_id=".len()..]
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match answer.status {
+            StatusCode::SEE_OTHER | StatusCode::ACCEPTED => {
+                return Person {
+                    voter,
+                    choice,
+                    unconfirmed,
+                    not_recorded,
+                };
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                match answer.header("vote-outcome") {
+                    "unconfirmed" => unconfirmed += 1,
+                    "not-recorded" => not_recorded += 1,
+                    other => panic!("a 503 says what is known, not {other:?}: {answer:?}"),
+                }
+                if !form {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&answer.body).expect("a JSON answer");
+                    assert_eq!(
+                        body["voter_id"],
+                        voter.as_str(),
+                        "the JSON 503 names the voter"
+                    );
+                }
+                cookie = format!("voter_id={voter}");
+                let wait: u64 = answer.header("retry-after").parse().expect("Retry-After");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            other => panic!("a vote is confirmed or answered 503, not {other}: {answer:?}"),
+        }
+    }
+    panic!("a person pressed {MAX_PRESSES} times without a confirmed vote");
+}
+
+/// Redis stalls (SIGSTOP, as an overloaded or frozen Redis behaves) for longer than vote's
+/// timeout, under load, while first-time voters vote and press again when told to. Votes
+/// written to the stalled Redis are applied when it resumes, so a 503 there is "could not
+/// confirm", and the retry must replace that voter's ballot: every person is one row, holding
+/// their vote, and nobody else is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stalled_while_first_time_voters_retry_counts_each_person_once() {
+    let cluster = Cluster::start(1, 1, 0).await;
+    let load = cluster.load(0, Load::default());
+    let vote = cluster.votes[0];
+    let fault = async {
+        cluster.wait_for_votes(100).await;
+        blocking(|| cluster.infra.redis.pause()).expect("SIGSTOP redis-server");
+        println!("redis-server SIGSTOPped");
+        let (tx, mut first_answers) = tokio::sync::mpsc::channel(2 * PEOPLE);
+        let people: Vec<_> = (0..2 * PEOPLE)
+            .map(|n| {
+                let choice = if n % 3 == 0 { "a" } else { "b" };
+                tokio::spawn(person(vote, n % 2 == 0, choice, tx.clone()))
+            })
+            .collect();
+        drop(tx);
+        // Everyone has pressed once, and been answered, while Redis was stopped.
+        for _ in 0..2 * PEOPLE {
+            first_answers.recv().await.expect("a first answer");
+        }
+        blocking(|| cluster.infra.redis.resume()).expect("SIGCONT redis-server");
+        println!("redis-server SIGCONTed after every person's first press was answered");
+        let mut done = Vec::new();
+        for p in people {
+            done.push(p.await.expect("a person's task"));
+        }
+        done
+    };
+    let (report, people) = tokio::join!(load, fault);
+    let figures = cluster
+        .check("redis SIGSTOP, first-time voters retry", &[report])
+        .await;
+
+    let pg = cluster.infra.pg().await;
+    let ids: Vec<String> = people.iter().map(|p| p.voter.clone()).collect();
+    let rows: std::collections::HashMap<String, String> = pg
+        .query("SELECT id, vote FROM votes WHERE id = ANY($1)", &[&ids])
+        .await
+        .expect("the people's rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let load_voters: Vec<String> = (0..Load::default().voters)
+        .map(|n| loadgen::plan::voter_id(Load::default().seed, n))
+        .collect();
+    let strangers: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM votes WHERE NOT (id = ANY($1))",
+            &[&load_voters],
+        )
+        .await
+        .expect("rows of neither loadgen nor a person")
+        .get(0);
+    let lost = people
+        .iter()
+        .filter(|p| !rows.contains_key(&p.voter))
+        .count();
+    let wrong = people
+        .iter()
+        .filter(|p| rows.get(&p.voter).is_some_and(|v| v != p.choice))
+        .count();
+    let unconfirmed: usize = people.iter().map(|p| p.unconfirmed).sum();
+    let not_recorded: usize = people.iter().map(|p| p.not_recorded).sum();
+    println!(
+        "[people during the stall] {} people ({PEOPLE} form, {PEOPLE} JSON) | 503s: unconfirmed \
+         {unconfirmed}, not recorded {not_recorded} | rows {} | counted twice {} | lost {lost} \
+         | wrong {wrong}",
+        people.len(),
+        strangers,
+        strangers - people.len() as i64,
+    );
+    assert!(
+        people.iter().all(|p| p.unconfirmed + p.not_recorded >= 1),
+        "every person's first press met the stalled Redis: {people:?}"
+    );
+    assert_eq!(
+        (lost, wrong),
+        (0, 0),
+        "every person's vote is their row: {people:?}"
+    );
+    assert_eq!(
+        strangers,
+        people.len() as i64,
+        "one row per person, none for a voter id a retry made up"
+    );
+    assert!(
+        figures.refused_by_status.keys().all(|&s| s == 503),
+        "{figures}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_immediately_and_started_again() {
     let mut cluster = Cluster::start(1, 1, 0).await;
