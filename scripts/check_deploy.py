@@ -587,9 +587,8 @@ def check_consistency() -> None:
         fail(C, f"nginx: health check {test} does not probe port {NGINX_PORT}")
     if set(nginx.get("depends_on") or {}) != {"vote", "result"}:
         fail(C, "nginx: does not depend on vote and result")
-    probe = (processes.get("nginx", {}).get("readiness_probe") or {}).get("http_get") or {}
-    if (probe.get("port"), probe.get("path")) != (str(NGINX_PORT), c_nginx and c_nginx[1]):
-        fail(P, f"nginx: readiness probe {probe.get('port')}{probe.get('path')} differs from compose's {c_nginx}")
+    if c_nginx and f'"http://127.0.0.1:$http_port{c_nginx[1]}"' not in native_run_ready("nginx"):
+        fail("scripts/native-run", f"ready nginx: does not probe {c_nginx[1]} on HTTP_PORT like compose's nginx")
     if set(processes.get("nginx", {}).get("depends_on") or {}) != {"vote", "result"}:
         fail(P, "nginx: does not depend on vote and result")
     image = images.get("nginx-image", {}).get("config", {})
@@ -661,8 +660,29 @@ def check_consistency() -> None:
         if target and target not in stages:
             fail(D, f"no stage {target} (the build target of compose's {name})")
 
-    # process-compose: the commands exist, the logs go to .data/, the stop is ordered.
+    # The native run's ports: compose's variables, with compose's defaults.
     script = (REPO / "scripts/native-run").read_text()
+    native_ports = {m.group(1): int(m.group(2))
+                    for m in re.finditer(r'^\w+="\$\(port_of (\w+) (\d+)\)"$', script, re.M)}
+    compose_ports = {}
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            m = re.search(r"\$\{(\w+):-(\d+)\}:\d+$", str(port))
+            if m:
+                compose_ports[m.group(1)] = int(m.group(2))
+    if compose_ports != {"HTTP_PORT": NGINX_PORT, "REDIS_PORT": 6379, "POSTGRES_PORT": 5432}:
+        fail(C, f"published ports are set by {compose_ports}, not HTTP_PORT, REDIS_PORT and POSTGRES_PORT")
+    if native_ports != compose_ports:
+        fail("scripts/native-run", f"ports come from {native_ports}, not compose's {compose_ports}")
+
+    # process-compose: the commands exist, the logs go to .data/, the stop is ordered; Redis,
+    # PostgreSQL and Nginx are ready when scripts/native-run says the server it started is.
+    for name in ("redis", "postgres", "nginx"):
+        probe = (processes.get(name, {}).get("readiness_probe") or {}).get("exec") or {}
+        if probe.get("command") != f"scripts/native-run ready {name}":
+            fail(P, f"{name}: readiness probe is not `scripts/native-run ready {name}`")
+        elif not native_run_ready(name):
+            fail("scripts/native-run", f"ready does not handle {name}")
     for name, process in processes.items():
         command = process.get("command", "")
         if command != f"scripts/native-run {name}":
@@ -684,6 +704,14 @@ def check_consistency() -> None:
         image = lines[0].split()[-3] if " AS " in lines[0] else lines[0].split()[-1]
         if image not in stages and (":" not in image or image.endswith(":latest")):
             fail(D, f"stage {name}: base image {image} has no pinned tag")
+
+
+def native_run_ready(name: str) -> str:
+    """The lines of `scripts/native-run ready NAME`, or ""."""
+    script = (REPO / "scripts/native-run").read_text()
+    ready = script.split("\n  ready)\n", 1)[-1] if "\n  ready)\n" in script else ""
+    m = re.search(rf"^      {name}\)\n(.*?)^        ;;$", ready, re.M | re.S)
+    return m.group(1) if m else ""
 
 
 def check_secret(where: str, name: str, service: dict) -> None:
