@@ -1,8 +1,8 @@
 {
   description = "The voting app: vote, worker and result in Rust behind Nginx, with Redis and PostgreSQL";
 
-  # Pinned in flake.lock (the pins of ../shared/nix/README.md). crane at that revision needs
-  # Nix 2.31.2 or later.
+  # Pinned in flake.lock (scripts/check-deploy checks it against these inputs). crane at that
+  # revision needs Nix 2.31.2 or later.
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
     crane.url = "github:ipetkov/crane";

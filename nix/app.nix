@@ -36,6 +36,7 @@ pkgs.writeShellApplication {
     pkgs.nginx
     pkgs.coreutils
     pkgs.gnugrep
+    pkgs.gnused
     pkgs.util-linux
   ];
   text = ''

@@ -3,8 +3,10 @@
 
 - docker-compose.yml against the Compose schema (Draft 7), process-compose.yaml against
   process-compose's (Draft 2020-12, and no field outside it, no `$`, `namespace` a string);
-- flake.lock: valid JSON whose nodes and inputs match flake.nix's inputs, pinned exactly as
-  ../shared/nix/README.md says;
+- flake.lock against flake.nix's own inputs: every input has its node, with the owner, repo and
+  ref of its URL and the follows of flake.nix; every node is reachable from the root and locked
+  to a rev and a narHash. The lock checker is tried on broken copies of the lock first (an
+  input added without locking, a node without narHash, ...) and must refuse each;
 - consistency: docker-compose.yml, process-compose.yaml, the Nix images (nix/images.nix,
   evaluated with stand-ins for nixpkgs), the Dockerfile and the Nginx configurations agree
   with each other and with the code (crates/common/src/config.rs, healthcheck.rs) on service
@@ -15,13 +17,14 @@
   user, a read-only root, no capabilities and seccomp RuntimeDefault; the network policies
   admit exactly the connections the services need; dev and prod are what they say.
 
-The schemas and pins live outside the repository, in ../shared/ beside it (SHARED_DIR
-overrides). Prints one line per check; exits 1 when any fails, naming file and reason.
+The official schemas are vendored in scripts/schemas/ (see its README); nothing outside the
+repository is read. Prints one line per check; exits 1 when any fails, naming file and reason.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import json
 import os
@@ -36,7 +39,12 @@ import yaml
 from jsonschema import Draft7Validator, Draft202012Validator
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SHARED_DIR") or REPO.parent / "shared")
+SCHEMA_DIR = REPO / "scripts" / "schemas"
+# The vendored schemas and the SHA-256 of the upstream copy (scripts/schemas/README.md).
+SCHEMAS = {
+    "compose-spec.schema.json": "1f91e091f16b2dd50ab8860e02bb391d22df553d91c145eacedb1b6eff9c3f0e",
+    "process-compose.schema.json": "c277cb590428ff79d9f46497b2547631701b3e141469a7a414efe6a40566a5d6",
+}
 
 # The services of the app and their ports, as the code has them (checked against
 # crates/common/src/config.rs below); nginx is the one origin in front.
@@ -71,14 +79,15 @@ def load_yaml(path: Path):
         return yaml.safe_load(f)
 
 
-def shared_file(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: the official schemas and pins are in ../shared/ beside the "
-            "repository (CI has a copy there); set SHARED_DIR to where shared/ is"
-        )
-    return path
+def vendored_schema(name: str) -> dict:
+    """A vendored schema of scripts/schemas/, refused if it is not the upstream copy."""
+    path = SCHEMA_DIR / name
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SCHEMAS[name]:
+        raise RuntimeError(f"{path.relative_to(REPO)} has SHA-256 {digest}, not the upstream copy's "
+                           f"{SCHEMAS[name]} (scripts/schemas/README.md)")
+    return json.loads(data)
 
 
 def nix_eval(expression: str):
@@ -144,7 +153,7 @@ def check_code_ports() -> None:
 
 
 def check_compose_schema() -> None:
-    schema = json.loads(shared_file("schemas", "compose-spec.schema.json").read_text())
+    schema = vendored_schema("compose-spec.schema.json")
     for e in Draft7Validator(schema).iter_errors(load_yaml(REPO / "docker-compose.yml")):
         fail("docker-compose.yml", f"{'/'.join(map(str, e.absolute_path))}: {e.message}")
 
@@ -164,7 +173,7 @@ def strict(schema):
 
 def check_process_compose_schema() -> None:
     path = REPO / "process-compose.yaml"
-    schema = json.loads(shared_file("schemas", "process-compose.schema.json").read_text())
+    schema = vendored_schema("process-compose.schema.json")
     doc = load_yaml(path)
     for e in Draft202012Validator(schema).iter_errors(doc):
         fail(path.name, f"{'/'.join(map(str, e.absolute_path))}: {e.message}")
@@ -180,99 +189,191 @@ def check_process_compose_schema() -> None:
 # ---------------------------------------------------------------------------------------------
 # flake.lock
 
+GITHUB_URL = re.compile(r"github:([^/?#]+)/([^/?#]+)(?:/([^?#]+))?")
+REV = re.compile(r"[0-9a-f]{40}")
+NAR_HASH = re.compile(r"sha256-[A-Za-z0-9+/]{43}=")
 
-def readme_pins() -> dict[str, dict]:
-    """The pins of ../shared/nix/README.md: input name -> owner, repo, ref, rev, narHash,
-    lastModified."""
-    pins = {}
-    for line in shared_file("nix", "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 5 or not cells[2].startswith("`"):
-            continue
-        name = cells[0].split()[0]
-        url, rev, nar = (c.strip("`") for c in cells[1:4])
-        m = re.fullmatch(r"github:([^/]+)/([^/]+)(?:/(.+))?", url)
-        if not m or not cells[4].isdigit():
-            continue
-        pins[name] = {"owner": m.group(1), "repo": m.group(2), "ref": m.group(3),
-                      "rev": rev, "narHash": nar, "lastModified": int(cells[4])}
-    if not {"nixpkgs", "crane", "rust-overlay", "flake-utils", "systems"} <= pins.keys():
-        raise RuntimeError(f"could not read the pins of shared/nix/README.md (found {sorted(pins)})")
-    return pins
+
+def github_original(url: str) -> dict | None:
+    """The `original` that flake.lock records for a flake.nix url github:OWNER/REPO[/REF]
+    (a 40-digit REF is a rev), or None for another kind of url."""
+    m = GITHUB_URL.fullmatch(url)
+    if not m:
+        return None
+    original = {"owner": m.group(1), "repo": m.group(2), "type": "github"}
+    if m.group(3):
+        original["rev" if REV.fullmatch(m.group(3)) else "ref"] = m.group(3)
+    return original
+
+
+def flake_lock_problems(lock, inputs: dict) -> list[str]:
+    """What is wrong with `lock` (flake.lock, parsed) for `inputs` (flake.nix's, evaluated):
+    an input of flake.nix without its node, or whose node's `original` is not its url, or
+    whose `follows` the lock does not have; a node not locked to a rev and a narHash, or
+    whose locked owner and repo are not its original's; a node the root does not reach."""
+    problems: list[str] = []
+    if not isinstance(lock, dict) or not isinstance(lock.get("nodes"), dict):
+        return ["no `nodes` object"]
+    if lock.get("version") != 7:
+        problems.append(f"version is {lock.get('version')!r}, not 7")
+    nodes = lock["nodes"]
+    root = lock.get("root")
+    if root not in nodes:
+        return problems + [f"the root node {root!r} is missing"]
+
+    def resolve(path: list, depth: int = 0) -> str | None:
+        """The node a `follows` path (input names, from the root) leads to."""
+        name = root
+        for step in path:
+            ref = (nodes.get(name) or {}).get("inputs", {}).get(step)
+            if isinstance(ref, list) and depth < len(nodes):
+                ref = resolve(ref, depth + 1)
+            if not isinstance(ref, str) or ref not in nodes:
+                return None
+            name = ref
+        return name
+
+    def check_locked(label: str, name: str) -> None:
+        node = nodes[name]
+        locked, original = node.get("locked"), node.get("original")
+        if not isinstance(locked, dict) or not isinstance(original, dict):
+            problems.append(f"{label} (node {name}): no `locked` or no `original`")
+            return
+        if not REV.fullmatch(str(locked.get("rev", ""))):
+            problems.append(f"{label} (node {name}): not locked to a rev (locked.rev is {locked.get('rev')!r})")
+        if not NAR_HASH.fullmatch(str(locked.get("narHash", ""))):
+            problems.append(f"{label} (node {name}): no sha256 narHash (locked.narHash is {locked.get('narHash')!r})")
+        if not isinstance(locked.get("lastModified"), int):
+            problems.append(f"{label} (node {name}): locked.lastModified is {locked.get('lastModified')!r}, not a time")
+        for key in ("type", "owner", "repo", "url"):
+            if key in original and locked.get(key) != original[key]:
+                problems.append(f"{label} (node {name}): locked.{key} {locked.get(key)!r} is not original.{key} {original[key]!r}")
+        if "rev" in original and locked.get("rev") != original["rev"]:
+            problems.append(f"{label} (node {name}): locked.rev is not the rev of its original {original['rev']}")
+
+    reached = {root}
+
+    def walk(name: str, label: str, declared: dict, depth: int) -> None:
+        """Checks node `name` and, once, every node below it. `declared` is what flake.nix
+        says about the node's inputs ({} below the root's own inputs, whose flake.nix files
+        are not here)."""
+        node_inputs = nodes[name].get("inputs", {})
+        for sub, spec in declared.items():
+            where = sub if depth == 0 else f"{label}.inputs.{sub}"
+            ref = node_inputs.get(sub)
+            if "follows" in spec:
+                want = spec["follows"].split("/") if spec["follows"] else []
+                if ref != want:
+                    problems.append(f"{where}: follows {spec['follows']!r} in flake.nix, but the lock has {ref!r}")
+                continue
+            if ref is None:
+                problems.append(f"{where}: an input of flake.nix with no node in the lock (run `nix flake lock`)")
+                continue
+            if "url" in spec and isinstance(ref, str) and ref in nodes:
+                want = github_original(spec["url"])
+                if want is None:
+                    problems.append(f"{where}: url {spec['url']!r} is not github:OWNER/REPO[/REF], the only kind this check knows")
+                elif nodes[ref].get("original") != want:
+                    problems.append(f"{where} (node {ref}): original {nodes[ref].get('original')} is not flake.nix's url {spec['url']} ({want})")
+        for sub, ref in node_inputs.items():
+            where = sub if depth == 0 else f"{label}.inputs.{sub}"
+            if depth == 0 and sub not in declared:
+                problems.append(f"{where}: an input of the lock's root, not of flake.nix")
+            if isinstance(ref, list):
+                if depth == 1 and "follows" not in declared.get(sub, {}):
+                    problems.append(f"{where}: follows {ref} in the lock, not in flake.nix")
+                if resolve(ref) is None:
+                    problems.append(f"{where}: follows {ref}, which leads to no node")
+            elif ref not in nodes:
+                problems.append(f"{where}: points at no node ({ref!r})")
+            elif ref not in reached:
+                reached.add(ref)
+                check_locked(where, ref)
+                walk(ref, where, declared.get(sub, {}).get("inputs", {}), depth + 1)
+
+    walk(root, "flake.nix", inputs, 0)
+    for orphan in sorted(set(nodes) - reached):
+        problems.append(f"node {orphan}: not reachable from the root (left over: remove it or re-lock)")
+    return problems
+
+
+def flake_inputs() -> dict:
+    return nix_eval("(import ./flake.nix).inputs")
 
 
 def check_flake_lock() -> None:
-    where = "flake.lock"
     try:
         lock = json.loads((REPO / "flake.lock").read_text())
     except json.JSONDecodeError as e:
-        fail(where, f"not valid JSON: {e}")
+        fail("flake.lock", f"not valid JSON: {e}")
         return
-    if lock.get("version") != 7:
-        fail(where, f"version is {lock.get('version')!r}, not 7")
-    nodes = lock.get("nodes", {})
-    root_name = lock.get("root")
-    if root_name not in nodes:
-        fail(where, f"the root node {root_name!r} is missing")
-        return
-    inputs = nix_eval("(import ./flake.nix).inputs")
-    root_inputs = nodes[root_name].get("inputs", {})
-    if set(root_inputs) != set(inputs):
-        fail(where, f"root inputs {sorted(root_inputs)} differ from flake.nix's {sorted(inputs)}")
-    pins = readme_pins()
+    for problem in flake_lock_problems(lock, flake_inputs()):
+        fail("flake.lock", problem)
 
-    def check_node(name: str, node: dict, url: str | None) -> None:
-        locked, original = node.get("locked", {}), node.get("original", {})
-        if url is not None:
-            m = re.fullmatch(r"github:([^/]+)/([^/]+)(?:/(.+))?", url)
-            if not m:
-                fail(where, f"{name}: flake.nix's url {url!r} is not github:OWNER/REPO[/REF]")
-                return
-            want = {"owner": m.group(1), "repo": m.group(2), "type": "github"}
-            if m.group(3):
-                want["ref"] = m.group(3)
-            if original != want:
-                fail(where, f"{name}: original {original} does not match flake.nix's url {url}")
-        pin = pins.get(name)
-        if pin is None:
-            fail(where, f"{name}: no pin for it in shared/nix/README.md")
-            return
-        want_locked = {"lastModified": pin["lastModified"], "narHash": pin["narHash"],
-                       "owner": pin["owner"], "repo": pin["repo"], "rev": pin["rev"],
-                       "type": "github"}
-        if locked != want_locked:
-            fail(where, f"{name}: locked {locked} is not the pin of shared/nix/README.md {want_locked}")
-        want_original = {"owner": pin["owner"], "repo": pin["repo"], "type": "github"}
-        if pin["ref"]:
-            want_original["ref"] = pin["ref"]
-        if original != want_original:
-            fail(where, f"{name}: original {original} is not {want_original}")
 
-    reached = {root_name}
-    for name, spec in inputs.items():
-        target = root_inputs.get(name)
-        if target not in nodes:
-            fail(where, f"input {name} points at no node ({target!r})")
-            continue
-        reached.add(target)
-        node = nodes[target]
-        check_node(name, node, spec.get("url"))
-        follows = {k: v["follows"] for k, v in spec.get("inputs", {}).items() if "follows" in v}
-        node_inputs = node.get("inputs", {})
-        for sub, followed in follows.items():
-            if node_inputs.get(sub) != followed.split("/"):
-                fail(where, f"{name}.inputs.{sub} follows {followed} in flake.nix, but the lock has {node_inputs.get(sub)!r}")
-        for sub, ref in node_inputs.items():
-            if isinstance(ref, str):  # an input of its own, locked as a node
-                if ref not in nodes:
-                    fail(where, f"{name}.inputs.{sub} points at no node ({ref!r})")
-                    continue
-                reached.add(ref)
-                check_node(ref, nodes[ref], None)
-            elif sub not in follows:
-                fail(where, f"{name}.inputs.{sub} follows {ref} in the lock, not in flake.nix")
-    for orphan in sorted(set(nodes) - reached):
-        fail(where, f"node {orphan} is not reachable from the root")
+def lock_breakages(lock: dict, inputs: dict):
+    """(what, broken lock, broken inputs): realistic ways for flake.lock and flake.nix to
+    disagree, made from the real ones. The flake.lock check must refuse every one."""
+    def copy():
+        return json.loads(json.dumps(lock)), json.loads(json.dumps(inputs))
+
+    nodes = lock["nodes"]
+    direct = {n: ref for n, ref in nodes[lock["root"]]["inputs"].items() if isinstance(ref, str)}
+    name, ref = next((n, r) for n, r in sorted(direct.items()) if "url" in inputs.get(n, {}))
+    below = sorted(set(nodes) - set(direct.values()) - {lock["root"]})
+
+    lk, inp = copy()
+    inp["treefmt-nix"] = {"url": "github:numtide/treefmt-nix"}
+    yield "an input added to flake.nix without locking it", lk, inp
+    lk, inp = copy()
+    del lk["nodes"][ref]["locked"]["narHash"]
+    yield f"node {ref} without narHash", lk, inp
+    lk, inp = copy()
+    del lk["nodes"][ref]["locked"]["rev"]
+    yield f"node {ref} not locked to a rev", lk, inp
+    lk, inp = copy()
+    inp[name]["url"] = GITHUB_URL.fullmatch(inp[name]["url"]).expand(r"github:elsewhere/\2")
+    yield f"{name}'s url changed to another owner in flake.nix, not re-locked", lk, inp
+    lk, inp = copy()
+    inp[name]["url"] = GITHUB_URL.fullmatch(inp[name]["url"]).expand(r"github:\1/\2") + "/release-0.1"
+    yield f"{name}'s url changed to another ref in flake.nix, not re-locked", lk, inp
+    lk, inp = copy()
+    lk["nodes"][ref]["locked"]["repo"] += "-fork"
+    yield f"node {ref} locked from another repo than its original", lk, inp
+    lk, inp = copy()
+    del lk["nodes"][lk["root"]]["inputs"][name]
+    yield f"input {name} dropped from the lock's root (its node left behind)", lk, inp
+    lk, inp = copy()
+    lk["nodes"]["stale"] = lk["nodes"][ref]
+    yield "a node no input reaches", lk, inp
+    lk, inp = copy()
+    inp[name].setdefault("inputs", {})["systems"] = {"follows": sorted(direct)[0]}
+    yield f"a follows added to {name} in flake.nix, not re-locked", lk, inp
+    follows = [(n, sub) for n, spec in sorted(inputs.items())
+               for sub, s in sorted(spec.get("inputs", {}).items()) if "follows" in s]
+    if follows:
+        (n, sub), (lk, inp) = follows[0], copy()
+        own = f"{sub}_2"
+        lk["nodes"][own] = lk["nodes"][ref]
+        lk["nodes"][direct[n]]["inputs"][sub] = own
+        yield f"{n}.inputs.{sub}: a node of its own in the lock, a follows in flake.nix", lk, inp
+    if below:
+        lk, inp = copy()
+        del lk["nodes"][below[0]]["locked"]["narHash"]
+        yield f"node {below[0]} (an input of an input) without narHash", lk, inp
+
+
+def check_flake_lock_checker() -> None:
+    lock = json.loads((REPO / "flake.lock").read_text())
+    inputs = flake_inputs()
+    known = set(flake_lock_problems(lock, inputs))
+    count = 0
+    for what, broken_lock, broken_inputs in lock_breakages(lock, inputs):
+        count += 1
+        if not set(flake_lock_problems(broken_lock, broken_inputs)) - known:
+            fail("scripts/check_deploy.py", f"the flake.lock check accepts a broken lock: {what}")
+    if count < 9:
+        fail("scripts/check_deploy.py", f"only {count} broken locks were tried")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,9 +587,8 @@ def check_consistency() -> None:
         fail(C, f"nginx: health check {test} does not probe port {NGINX_PORT}")
     if set(nginx.get("depends_on") or {}) != {"vote", "result"}:
         fail(C, "nginx: does not depend on vote and result")
-    probe = (processes.get("nginx", {}).get("readiness_probe") or {}).get("http_get") or {}
-    if (probe.get("port"), probe.get("path")) != (str(NGINX_PORT), c_nginx and c_nginx[1]):
-        fail(P, f"nginx: readiness probe {probe.get('port')}{probe.get('path')} differs from compose's {c_nginx}")
+    if c_nginx and f'"http://127.0.0.1:$http_port{c_nginx[1]}"' not in native_run_ready("nginx"):
+        fail("scripts/native-run", f"ready nginx: does not probe {c_nginx[1]} on HTTP_PORT like compose's nginx")
     if set(processes.get("nginx", {}).get("depends_on") or {}) != {"vote", "result"}:
         fail(P, "nginx: does not depend on vote and result")
     image = images.get("nginx-image", {}).get("config", {})
@@ -560,8 +660,29 @@ def check_consistency() -> None:
         if target and target not in stages:
             fail(D, f"no stage {target} (the build target of compose's {name})")
 
-    # process-compose: the commands exist, the logs go to .data/, the stop is ordered.
+    # The native run's ports: compose's variables, with compose's defaults.
     script = (REPO / "scripts/native-run").read_text()
+    native_ports = {m.group(1): int(m.group(2))
+                    for m in re.finditer(r'^\w+="\$\(port_of (\w+) (\d+)\)"$', script, re.M)}
+    compose_ports = {}
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            m = re.search(r"\$\{(\w+):-(\d+)\}:\d+$", str(port))
+            if m:
+                compose_ports[m.group(1)] = int(m.group(2))
+    if compose_ports != {"HTTP_PORT": NGINX_PORT, "REDIS_PORT": 6379, "POSTGRES_PORT": 5432}:
+        fail(C, f"published ports are set by {compose_ports}, not HTTP_PORT, REDIS_PORT and POSTGRES_PORT")
+    if native_ports != compose_ports:
+        fail("scripts/native-run", f"ports come from {native_ports}, not compose's {compose_ports}")
+
+    # process-compose: the commands exist, the logs go to .data/, the stop is ordered; Redis,
+    # PostgreSQL and Nginx are ready when scripts/native-run says the server it started is.
+    for name in ("redis", "postgres", "nginx"):
+        probe = (processes.get(name, {}).get("readiness_probe") or {}).get("exec") or {}
+        if probe.get("command") != f"scripts/native-run ready {name}":
+            fail(P, f"{name}: readiness probe is not `scripts/native-run ready {name}`")
+        elif not native_run_ready(name):
+            fail("scripts/native-run", f"ready does not handle {name}")
     for name, process in processes.items():
         command = process.get("command", "")
         if command != f"scripts/native-run {name}":
@@ -583,6 +704,14 @@ def check_consistency() -> None:
         image = lines[0].split()[-3] if " AS " in lines[0] else lines[0].split()[-1]
         if image not in stages and (":" not in image or image.endswith(":latest")):
             fail(D, f"stage {name}: base image {image} has no pinned tag")
+
+
+def native_run_ready(name: str) -> str:
+    """The lines of `scripts/native-run ready NAME`, or ""."""
+    script = (REPO / "scripts/native-run").read_text()
+    ready = script.split("\n  ready)\n", 1)[-1] if "\n  ready)\n" in script else ""
+    m = re.search(rf"^      {name}\)\n(.*?)^        ;;$", ready, re.M | re.S)
+    return m.group(1) if m else ""
 
 
 def check_secret(where: str, name: str, service: dict) -> None:
@@ -1274,7 +1403,9 @@ def main() -> int:
     run_check("docker-compose.yml against the Compose schema (Draft 7)", check_compose_schema)
     run_check("process-compose.yaml against its schema (Draft 2020-12, no other field)",
               check_process_compose_schema)
-    run_check("flake.lock: nodes and inputs of flake.nix, pins of shared/nix/README.md",
+    run_check("flake.lock check refuses broken locks (inputs not locked, no narHash, ...)",
+              check_flake_lock_checker)
+    run_check("flake.lock: a node for every input of flake.nix, each locked to a rev and a narHash",
               check_flake_lock)
     run_check("compose, process-compose, Nix images, Dockerfile and Nginx agree",
               check_consistency)
