@@ -22,6 +22,11 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<()> 
         .transaction()
         .await
         .context("starting the schema transaction")?;
+    // `CREATE … IF NOT EXISTS` of what exists is a NOTICE, which the driver would log at
+    // every start: keep the server's messages to warnings and errors here.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .context("quieting the schema's notices")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await
         .context("taking the schema lock")?;

@@ -114,6 +114,10 @@ fn passwords_never_reach_the_log_and_sigterm_stops_cleanly() {
         !log.contains("hunter2") && !log.contains("s3cret"),
         "no password in the log: {log}"
     );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal: {log:?}"
+    );
 }
 
 /// Runs `worker healthcheck [url]` with the environment of `worker()`; returns whether it
@@ -253,5 +257,10 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
         let answer = worker.get(path).await.unwrap();
         testkit::http::assert_hardened(path, &answer.headers);
     }
-    worker.stop_cleanly_without(&[redis_password, pg_password]);
+    let log = worker.stop_cleanly_without(&[redis_password, pg_password]);
+    // The schema existed already (the test applied it): re-applying it logs nothing.
+    assert!(
+        !log.contains("NOTICE"),
+        "no PostgreSQL notices in the log:\n{log}"
+    );
 }
