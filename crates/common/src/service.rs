@@ -14,7 +14,8 @@ use crate::config::{Config, Service};
 /// Exit code for a bad command line or configuration.
 pub const EXIT_CONFIG: u8 = 2;
 
-/// The command line every service accepts: `[--config PATH] [healthcheck [URL]]`.
+/// The command line every service accepts: `[--config PATH] [healthcheck [URL]]`, plus
+/// `--help` and `--version`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Args {
     pub config: Option<PathBuf>,
@@ -29,37 +30,87 @@ pub struct Healthcheck {
     pub url: Option<String>,
 }
 
+#[derive(clap::Parser)]
+#[command(version, disable_help_subcommand = true)]
+struct Cli {
+    /// A TOML configuration file (also `VOTING_CONFIG`). Environment variables
+    /// (`VOTING_<SECTION>__<KEY>`) override it.
+    #[arg(short, long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Probe the running service: exit 0 when URL answers 200, else 1 (for container health
+    /// checks: there is no shell or curl in the images).
+    Healthcheck {
+        /// What to probe [default: /readyz on the configured `listen` port].
+        #[arg(value_parser = absolute_url)]
+        url: Option<String>,
+    },
+}
+
+fn absolute_url(s: &str) -> Result<String, String> {
+    if s.contains("://") {
+        Ok(s.to_string())
+    } else {
+        Err("expected an absolute URL such as http://127.0.0.1:8082/readyz".into())
+    }
+}
+
+/// What each binary says it is, for `--help`.
+fn about(service: Service) -> &'static str {
+    match service {
+        Service::Vote => "The voting page and API: queues each vote in the Redis stream.",
+        Service::Result => "The live results page: tallies from PostgreSQL, pushed over WebSocket.",
+        Service::Worker => "Moves votes from the Redis stream into PostgreSQL.",
+        Service::Voting => {
+            "The whole voting app in one process: vote, result and worker, with its own Redis \
+             and PostgreSQL when none is configured."
+        }
+    }
+}
+
+/// Where the configuration is documented, for `--help`.
+const CONFIG_HELP: &str = "Configuration: every key, its environment variable and its default \
+are listed in the README's \"Configuration\" section. Example: VOTING_REDIS__URL=redis://cache:6379";
+
 impl Args {
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-        let mut parsed = Args::default();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--config" | "-c" => {
-                    let path = args.next().ok_or("--config needs a path")?;
-                    parsed.config = Some(PathBuf::from(path));
-                }
-                s if s.starts_with("--config=") => {
-                    parsed.config = Some(PathBuf::from(&s["--config=".len()..]));
-                }
-                "healthcheck" if parsed.healthcheck.is_none() => {
-                    parsed.healthcheck = Some(Healthcheck::default());
-                }
-                url if url.contains("://")
-                    && parsed.healthcheck.as_ref().is_some_and(|h| h.url.is_none()) =>
-                {
-                    parsed.healthcheck = Some(Healthcheck {
-                        url: Some(url.to_string()),
-                    });
-                }
-                other => {
-                    return Err(format!(
-                        "unknown argument {other:?}; usage: [--config PATH] [healthcheck [URL]]"
-                    ));
-                }
+    /// Parses a command line (without the program name). `Err` carries what to print and
+    /// the exit code: 0 for `--help` and `--version`, 2 for a bad command line.
+    pub fn parse_for(
+        service: Service,
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Args, (String, u8)> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command()
+            .name(service.name())
+            .bin_name(service.name())
+            .about(about(service))
+            .after_help(CONFIG_HELP);
+        let args = std::iter::once(service.name().to_string()).chain(args);
+        let parsed = command
+            .try_get_matches_from(args)
+            .and_then(|m| Cli::from_arg_matches(&m));
+        match parsed {
+            Ok(cli) => Ok(Args {
+                config: cli.config,
+                healthcheck: cli
+                    .command
+                    .map(|Sub::Healthcheck { url }| Healthcheck { url }),
+            }),
+            Err(e) => {
+                let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+                Err((e.render().to_string(), code))
             }
         }
-        Ok(parsed)
+    }
+
+    /// [`Args::parse_for`] for tests and tools: the message of a bad command line.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+        Args::parse_for(Service::Vote, args).map_err(|(message, _)| message)
     }
 }
 
@@ -87,11 +138,15 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let name = service.name();
-    let args = match Args::parse(std::env::args().skip(1)) {
+    let args = match Args::parse_for(service, std::env::args().skip(1)) {
         Ok(args) => args,
-        Err(e) => {
-            eprintln!("{name}: invalid command line: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+        Err((message, 0)) => {
+            print!("{message}");
+            return ExitCode::SUCCESS;
+        }
+        Err((message, code)) => {
+            eprint!("{message}");
+            return ExitCode::from(code);
         }
     };
     if let Some(check) = args.healthcheck {
@@ -216,5 +271,32 @@ mod tests {
         assert!(args(&["healthcheck", "http://a/", "http://b/"]).is_err());
         assert!(args(&["healthcheck", "healthcheck"]).is_err());
         assert!(args(&["healthcheck", "8082"]).is_err());
+    }
+
+    #[test]
+    fn help_and_version_exit_0_and_say_what_each_binary_is() {
+        for service in [
+            Service::Vote,
+            Service::Result,
+            Service::Worker,
+            Service::Voting,
+        ] {
+            let (help, code) = Args::parse_for(service, ["--help".to_string()]).unwrap_err();
+            assert_eq!(code, 0, "{help}");
+            assert!(help.contains(about(service)), "{help}");
+            assert!(
+                help.contains("--config") && help.contains("healthcheck"),
+                "{help}"
+            );
+            assert!(help.contains("Configuration"), "{help}");
+            let (version, code) = Args::parse_for(service, ["-V".to_string()]).unwrap_err();
+            assert_eq!(code, 0);
+            assert_eq!(
+                version.trim(),
+                format!("{} {}", service.name(), env!("CARGO_PKG_VERSION"))
+            );
+        }
+        let (_, code) = Args::parse_for(Service::Worker, ["--nope".to_string()]).unwrap_err();
+        assert_eq!(code, EXIT_CONFIG);
     }
 }

@@ -415,6 +415,41 @@ impl SecretFile {
     }
 }
 
+/// Runs `binary --help` and `binary --version` as a user would: both exit 0 on stdout, the
+/// help names the binary, its options and where the configuration is documented, and the
+/// version is `<name> <version>`.
+pub fn assert_help_and_version(binary: &Path, name: &str) {
+    let run = |arg: &str| {
+        let out = std::process::Command::new(binary)
+            .arg(arg)
+            .output()
+            .unwrap_or_else(|e| panic!("{} {arg}: {e}", binary.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{name} {arg}: {:?}\n{stdout}",
+            out.status
+        );
+        stdout
+    };
+    let help = run("--help");
+    for expected in [
+        format!("Usage: {name}"),
+        "--config".into(),
+        "Configuration".into(),
+    ] {
+        assert!(
+            help.contains(&expected),
+            "{name} --help lacks {expected:?}:\n{help}"
+        );
+    }
+    let version = run("--version");
+    assert_eq!(
+        version.trim(),
+        format!("{name} {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

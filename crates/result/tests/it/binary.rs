@@ -52,3 +52,8 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     result.metrics_without(&[pg_password, url_password]).await;
     result.stop_cleanly_without(&[pg_password, url_password]);
 }
+
+#[test]
+fn answers_help_and_version() {
+    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_result").as_ref(), "result");
+}

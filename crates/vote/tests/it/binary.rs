@@ -106,3 +106,8 @@ fn an_unknown_key_in_the_config_file_exits_2_naming_it() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn answers_help_and_version() {
+    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_vote").as_ref(), "vote");
+}

@@ -148,3 +148,8 @@ async fn a_missing_program_is_named_in_one_line() {
         "nothing was created before the check"
     );
 }
+
+#[test]
+fn answers_help_and_version() {
+    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_voting").as_ref(), "voting");
+}

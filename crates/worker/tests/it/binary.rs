@@ -264,3 +264,8 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
         "no PostgreSQL notices in the log:\n{log}"
     );
 }
+
+#[test]
+fn answers_help_and_version() {
+    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_worker").as_ref(), "worker");
+}
