@@ -167,7 +167,7 @@ async fn accept(
     media_type: &'static str,
     parse: fn(&[u8]) -> Result<String, InputError>,
 ) -> Result<Accepted, Refusal> {
-    if input::is_cross_site(req.headers()) {
+    if input::is_cross_site(req.headers(), state.trust_proxy) {
         return Err(Refusal::CrossSite);
     }
     if web::content_type(&req).as_deref() != Some(media_type) {
