@@ -106,9 +106,15 @@ where
             let _permit = permit;
             let _done = done_tx;
             let peer = Peer { addr };
-            let service = hyper::service::service_fn(move |req| {
-                let fut = handler(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let refused = refuse_what_nginx_refuses(&req);
+                let handler = handler.clone();
+                async move {
+                    Ok::<_, Infallible>(match refused {
+                        Some(resp) => resp,
+                        None => handler(req, peer).await,
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -142,6 +148,52 @@ where
         tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the grace period");
     }
     Ok(())
+}
+
+/// What Nginx refuses and hyper lets through, refused the same way straight to a service,
+/// before any handler sees the request: an HTTP/1.1 request without a `Host`, or any request
+/// with two (`400`); a transfer coding other than `chunked` alone, such as `gzip, chunked`,
+/// whose `gzip` hyper would ignore (`501`). The connection is closed after the answer, since
+/// the body is left unread.
+fn refuse_what_nginx_refuses<B>(req: &Request<B>) -> Option<Resp> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let refusal = if hosts > 1 {
+        Some((StatusCode::BAD_REQUEST, "more than one Host header"))
+    } else if hosts == 0 && req.version() == http::Version::HTTP_11 {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs a Host header",
+        ))
+    } else if !transfer_coding_is_plain(req.headers()) {
+        Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "no transfer coding but chunked is implemented",
+        ))
+    } else {
+        None
+    };
+    let (status, reason) = refusal?;
+    let mut resp = text(status, reason);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    harden(&mut resp);
+    Some(resp)
+}
+
+/// Whether `Transfer-Encoding` is absent or exactly `chunked` (one coding, any case).
+fn transfer_coding_is_plain(headers: &http::HeaderMap) -> bool {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        codings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+    }
+    match codings.as_slice() {
+        [] => headers.get(header::TRANSFER_ENCODING).is_none(),
+        [only] => only.eq_ignore_ascii_case("chunked"),
+        _ => false,
+    }
 }
 
 /// Why a request body could not be read.
@@ -288,6 +340,52 @@ pub fn harden(resp: &mut Resp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_nginx_refuses_are_refused() {
+        let request = |version: http::Version, headers: &[(&str, &str)]| {
+            let mut req = Request::builder().version(version).uri("/");
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            refuse_what_nginx_refuses(&req.body(()).unwrap()).map(|r| r.status())
+        };
+        use http::Version as V;
+        assert_eq!(request(V::HTTP_11, &[("host", "x")]), None);
+        assert_eq!(request(V::HTTP_10, &[]), None, "HTTP/1.0 needs no Host");
+        assert_eq!(request(V::HTTP_11, &[]), Some(StatusCode::BAD_REQUEST));
+        let two = [("host", "x"), ("host", "y")];
+        assert_eq!(request(V::HTTP_11, &two), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(request(V::HTTP_10, &two), Some(StatusCode::BAD_REQUEST));
+        for plain in ["chunked", "Chunked", " chunked "] {
+            let h = [("host", "x"), ("transfer-encoding", plain)];
+            assert_eq!(request(V::HTTP_11, &h), None, "{plain:?}");
+        }
+        for coded in [
+            "gzip, chunked",
+            "gzip",
+            "chunked, chunked",
+            "identity",
+            "",
+            ",",
+        ] {
+            let h = [("host", "x"), ("transfer-encoding", coded)];
+            assert_eq!(
+                request(V::HTTP_11, &h),
+                Some(StatusCode::NOT_IMPLEMENTED),
+                "{coded:?}"
+            );
+        }
+        let split = [
+            ("host", "x"),
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(
+            request(V::HTTP_11, &split),
+            Some(StatusCode::NOT_IMPLEMENTED)
+        );
+    }
 
     #[test]
     fn forwarded_proto_takes_the_clients_scheme() {

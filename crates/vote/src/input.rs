@@ -18,23 +18,28 @@ pub enum InputError {
     EmptyVote,
     #[error("the body is not valid UTF-8")]
     NotUtf8,
+    #[error("the form has a `%` that is not followed by two hex digits")]
+    BadEscape,
     #[error("the body is not a JSON object {{\"vote\": \"<option key>\"}}: {0}")]
     BadJson(String),
 }
 
-/// The `vote` field of an `application/x-www-form-urlencoded` body. Other fields are ignored.
+/// The `vote` field of an `application/x-www-form-urlencoded` body. Other fields are ignored,
+/// but every name and value must decode: an invalid percent-escape (`%ff`, which is not
+/// UTF-8, or `%zz`) is refused whichever field holds it.
 pub fn form_vote(body: &[u8]) -> Result<String, InputError> {
     let body = std::str::from_utf8(body).map_err(|_| InputError::NotUtf8)?;
     let mut vote = None;
     for pair in body.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(name)? != "vote" {
+        let (name, value) = (decode(name)?, decode(value)?);
+        if name != "vote" {
             continue;
         }
         if vote.is_some() {
             return Err(InputError::RepeatedVote);
         }
-        vote = Some(decode(value)?);
+        vote = Some(value);
     }
     let vote = vote.ok_or(InputError::MissingVote)?;
     if vote.is_empty() {
@@ -44,6 +49,16 @@ pub fn form_vote(body: &[u8]) -> Result<String, InputError> {
 }
 
 fn decode(s: &str) -> Result<String, InputError> {
+    let bytes = s.as_bytes();
+    let escapes_are_whole = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_are_whole {
+        return Err(InputError::BadEscape);
+    }
     let plus_as_space = s.replace('+', " ");
     percent_decode(plus_as_space.as_bytes())
         .decode_utf8()
@@ -117,6 +132,14 @@ mod tests {
         assert_eq!(form_vote(b"vote=a&vote=b"), Err(InputError::RepeatedVote));
         assert_eq!(form_vote(b"vote=%ff"), Err(InputError::NotUtf8));
         assert_eq!(form_vote(b"vote=\xff"), Err(InputError::NotUtf8));
+        // Any field's escapes must decode, not only the vote's.
+        assert_eq!(form_vote(b"x=%ff&vote=a"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"%ff=1&vote=a"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"vote=a&x=%ff"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"x=%zz&vote=a"), Err(InputError::BadEscape));
+        assert_eq!(form_vote(b"vote=a%"), Err(InputError::BadEscape));
+        assert_eq!(form_vote(b"vote=a%2"), Err(InputError::BadEscape));
+        assert_eq!(form_vote(b"x=%41&vote=a%25"), Ok("a%".into()));
     }
 
     #[test]

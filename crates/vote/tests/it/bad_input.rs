@@ -67,8 +67,21 @@ async fn unknown_option_is_shown_as_text_not_markup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_form_bodies_are_bad_requests() {
     let app = spawn_app().await;
-    let cases: [(&str, Bytes); 7] = [
+    let cases: [(&str, Bytes); 11] = [
         ("empty vote", Bytes::from_static(b"vote=")),
+        (
+            "non-UTF-8 escape in another value",
+            Bytes::from_static(b"x=%ff&vote=a"),
+        ),
+        (
+            "non-UTF-8 escape in a name",
+            Bytes::from_static(b"%ff=1&vote=a"),
+        ),
+        (
+            "broken escape in another field",
+            Bytes::from_static(b"x=%zz&vote=a"),
+        ),
+        ("broken escape at the end", Bytes::from_static(b"vote=a%")),
         ("bare vote", Bytes::from_static(b"vote")),
         ("missing field", Bytes::from_static(b"choice=a")),
         ("empty body", Bytes::new()),
