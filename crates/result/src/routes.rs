@@ -270,6 +270,11 @@ pub fn metrics(state: &State) -> String {
         "result_api_requests_total",
         "GET /api/tally answered.",
         state.api.get(),
+    )
+    .counter(
+        "result_connections_write_timeout_total",
+        "Connections closed because the client took none of its answer within http.write_timeout_ms (this process).",
+        web::WRITE_TIMEOUTS.get(),
     );
     e.finish()
 }

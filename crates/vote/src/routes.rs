@@ -338,6 +338,11 @@ pub fn metrics(state: &State) -> String {
             ("queue_unavailable", m.refused_queue_down.get()),
         ],
     )
-    .counter("vote_pages_total", "Voting pages served.", m.pages.get());
+    .counter("vote_pages_total", "Voting pages served.", m.pages.get())
+    .counter(
+        "vote_connections_write_timeout_total",
+        "Connections closed because the client took none of its answer within http.write_timeout_ms (this process).",
+        web::WRITE_TIMEOUTS.get(),
+    );
     e.finish()
 }

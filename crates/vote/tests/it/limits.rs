@@ -365,3 +365,50 @@ async fn requests_nginx_refuses_are_refused_here_too() {
     assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
     assert_eq!(app.stream_entries().await.len(), 1);
 }
+
+/// A client that pipelines GETs and never reads its answers: once an answer has made no
+/// progress for `http.write_timeout_ms` (set small here), the connection is closed, its place
+/// freed, and the close counted in `/metrics`. With every place taken by such clients,
+/// `/healthz` is still answered once they are cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_by_the_write_deadline() {
+    let app = spawn_app_with(|f| {
+        f.merge(("http.write_timeout_ms", 200))
+            .merge(("http.max_connections", 3))
+    })
+    .await;
+    let request = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(100);
+    let stallers: Vec<_> = (0..3)
+        .map(|_| {
+            let request = request.clone();
+            let addr = app.addr;
+            tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                // A small window, so that the server's writes fill it soon.
+                socket.set_recv_buffer_size(4096).unwrap();
+                let mut stream = socket.connect(addr).await.unwrap();
+                // Pipelined requests until the server closes: the write then fails.
+                loop {
+                    if stream.write_all(request.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for staller in stallers {
+        tokio::time::timeout(Duration::from_secs(60), staller)
+            .await
+            .expect("a client that never reads is cut off")
+            .unwrap();
+    }
+    let health = app.get("/healthz", &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let metrics = app.get("/metrics", &[]).await.body;
+    let closed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vote_connections_write_timeout_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the counter in {metrics}"));
+    assert!(closed >= 3, "{metrics}");
+}
