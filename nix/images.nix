@@ -81,7 +81,7 @@ in
       Healthcheck = healthcheck [
         "${packages.vote}/bin/vote"
         "healthcheck"
-        "http://127.0.0.1:8081/vote/healthz"
+        "http://127.0.0.1:8081/vote/"
       ];
     };
   };

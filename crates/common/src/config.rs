@@ -140,6 +140,9 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// A client must send its request body within this time.
     pub body_timeout_ms: u64,
+    /// A connection whose answer makes no progress (the client does not read it) for this
+    /// long is closed.
+    pub write_timeout_ms: u64,
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
     /// Grace period for open requests on shutdown.
@@ -283,6 +286,7 @@ impl Config {
                 max_connections: 10_000,
                 header_timeout_ms: 10_000,
                 body_timeout_ms: 10_000,
+                write_timeout_ms: 20_000,
                 max_body_bytes: 4096,
                 shutdown_grace_ms: 10_000,
                 trust_proxy: false,
@@ -378,6 +382,7 @@ impl Config {
             ("http.max_body_bytes", self.http.max_body_bytes as u64),
             ("http.header_timeout_ms", self.http.header_timeout_ms),
             ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("http.write_timeout_ms", self.http.write_timeout_ms),
             ("worker.batch_size", self.worker.batch_size as u64),
             ("worker.block_ms", self.worker.block_ms),
             ("worker.claim_idle_ms", self.worker.claim_idle_ms),

@@ -117,17 +117,21 @@ pub fn probe(url: &str, timeout: Duration) -> Result<Answer, String> {
 /// Probes `url` as the `healthcheck` subcommand does: one line of output, exit code 0 when it
 /// answered `200`, else 1.
 pub fn run(url: &str) -> ExitCode {
+    let shown = crate::secret::redact(url);
     match probe(url, TIMEOUT) {
         Ok(answer) if answer.status == 200 => {
-            println!("healthy: GET {url}: 200");
+            println!("healthy: GET {shown}: 200");
             ExitCode::SUCCESS
         }
         Ok(answer) => {
-            eprintln!("unhealthy: GET {url}: {} {}", answer.status, answer.detail);
+            eprintln!(
+                "unhealthy: GET {shown}: {} {}",
+                answer.status, answer.detail
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("unhealthy: GET {url}: {e}");
+            eprintln!("unhealthy: GET {shown}: {e}");
             ExitCode::FAILURE
         }
     }

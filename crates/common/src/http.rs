@@ -1,11 +1,14 @@
-//! Serving HTTP/1.1 with hyper: a connection cap, header and body timeouts, a body size limit,
-//! and graceful shutdown (stop accepting, let open requests finish within a grace period).
-//! Plus the few response helpers the routers share.
+//! Serving HTTP/1.1 with hyper: a connection cap, header and body timeouts, a write deadline,
+//! a body size limit, and graceful shutdown (stop accepting, let open requests finish within a
+//! grace period). Plus the few response helpers the routers share.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,10 +17,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Sleep;
 
 use crate::config::HttpConfig;
+use crate::metrics::Counter;
 
 pub type Body = Full<Bytes>;
 pub type Resp = Response<Body>;
@@ -35,6 +41,7 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
 }
@@ -45,9 +52,103 @@ impl From<&HttpConfig> for Limits {
             max_connections: c.max_connections,
             header_timeout: Duration::from_millis(c.header_timeout_ms),
             body_timeout: Duration::from_millis(c.body_timeout_ms),
+            write_timeout: Duration::from_millis(c.write_timeout_ms),
             max_body_bytes: c.max_body_bytes,
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         }
+    }
+}
+
+/// Connections this process closed because their answer made no progress for
+/// `http.write_timeout_ms`: every listener of the process counts here, and each service's
+/// `/metrics` shows it.
+pub static WRITE_TIMEOUTS: Counter = Counter::new();
+
+/// A connection's socket with a deadline on writing: once a write has waited
+/// `limit` without the client taking a byte (its receive window and our send buffer full), the
+/// write fails with `TimedOut` and hyper closes the connection. Reading is not bounded here
+/// (the header and body timeouts do that), and neither is a connection with nothing to send.
+/// An upgraded connection (result's WebSocket) keeps it, under its own shorter bound.
+struct WriteDeadline {
+    io: TcpStream,
+    limit: Duration,
+    /// Started when a write first found the socket full; cleared by any progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(io: TcpStream, limit: Duration) -> WriteDeadline {
+        WriteDeadline {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write: progress clears the deadline; `Pending` starts it, or fails the write
+    /// once it has passed.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            WRITE_TIMEOUTS.inc();
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no byte of the answer within http.write_timeout_ms",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, poll)
     }
 }
 
@@ -63,7 +164,8 @@ pub struct Peer {
 /// upgrades enabled (the result service's WebSocket). A header read timeout cuts off clients
 /// that do not send a whole request head in time (a silent or trickling client, or an idle
 /// keep-alive connection), which frees their place; a head over [`MAX_HEAD_BYTES`] or with
-/// more than [`MAX_HEADERS`] fields gets `431`.
+/// more than [`MAX_HEADERS`] fields gets `431`. An answer the client does not take for
+/// `write_timeout` closes the connection (see [`WRITE_TIMEOUTS`]).
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
@@ -102,33 +204,63 @@ where
         let mut stop_rx = stop_rx.clone();
         let done_tx = done_tx.clone();
         let header_timeout = limits.header_timeout;
+        let write_timeout = limits.write_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let _done = done_tx;
-            let peer = Peer { addr };
-            let service = hyper::service::service_fn(move |req| {
-                let fut = handler(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_header_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADERS)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { stop_rx.wait_for(|stop| *stop).await.map(|_| ()) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            // Until its first byte, a connection costs its task and socket only (1.4 KiB):
+            // hyper's state and its two 8 KiB buffers come with the first byte (13 KiB more).
+            // A client that sends nothing within the header timeout is closed, as hyper would.
+            // A peek, not `readable()`: that one also wakes for a fresh socket with no data.
+            let mut byte = [0u8; 1];
+            let first_byte = tokio::time::timeout(header_timeout, stream.peek(&mut byte));
+            let stopped = async { stop_rx.wait_for(|stop| *stop).await.map(|_| ()) };
+            tokio::select! {
+                ready = first_byte => {
+                    if !matches!(ready, Ok(Ok(_))) {
+                        return;
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %addr, "connection ended with an error");
+                _ = stopped => return,
             }
+            // Boxed, so that the task of a connection that has sent nothing holds only the
+            // small future above, not room for hyper's connection state.
+            Box::pin(async move {
+                let peer = Peer { addr };
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let refused = refuse_what_nginx_refuses(&req);
+                    let handler = handler.clone();
+                    async move {
+                        Ok::<_, Infallible>(match refused {
+                            Some(resp) => resp,
+                            None => handler(req, peer).await,
+                        })
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_header_size(MAX_HEAD_BYTES)
+                    .max_headers(MAX_HEADERS)
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(
+                        TokioIo::new(WriteDeadline::new(stream, write_timeout)),
+                        service,
+                    )
+                    .with_upgrades();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = async { stop_rx.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %addr, "connection ended with an error");
+                }
+            })
+            .await;
         });
     }
 
@@ -142,6 +274,52 @@ where
         tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the grace period");
     }
     Ok(())
+}
+
+/// What Nginx refuses and hyper lets through, refused the same way straight to a service,
+/// before any handler sees the request: an HTTP/1.1 request without a `Host`, or any request
+/// with two (`400`); a transfer coding other than `chunked` alone, such as `gzip, chunked`,
+/// whose `gzip` hyper would ignore (`501`). The connection is closed after the answer, since
+/// the body is left unread.
+fn refuse_what_nginx_refuses<B>(req: &Request<B>) -> Option<Resp> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let refusal = if hosts > 1 {
+        Some((StatusCode::BAD_REQUEST, "more than one Host header"))
+    } else if hosts == 0 && req.version() == http::Version::HTTP_11 {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs a Host header",
+        ))
+    } else if !transfer_coding_is_plain(req.headers()) {
+        Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "no transfer coding but chunked is implemented",
+        ))
+    } else {
+        None
+    };
+    let (status, reason) = refusal?;
+    let mut resp = text(status, reason);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    harden(&mut resp);
+    Some(resp)
+}
+
+/// Whether `Transfer-Encoding` is absent or exactly `chunked` (one coding, any case).
+fn transfer_coding_is_plain(headers: &http::HeaderMap) -> bool {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        codings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+    }
+    match codings.as_slice() {
+        [] => headers.get(header::TRANSFER_ENCODING).is_none(),
+        [only] => only.eq_ignore_ascii_case("chunked"),
+        _ => false,
+    }
 }
 
 /// Why a request body could not be read.
@@ -288,6 +466,52 @@ pub fn harden(resp: &mut Resp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_nginx_refuses_are_refused() {
+        let request = |version: http::Version, headers: &[(&str, &str)]| {
+            let mut req = Request::builder().version(version).uri("/");
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            refuse_what_nginx_refuses(&req.body(()).unwrap()).map(|r| r.status())
+        };
+        use http::Version as V;
+        assert_eq!(request(V::HTTP_11, &[("host", "x")]), None);
+        assert_eq!(request(V::HTTP_10, &[]), None, "HTTP/1.0 needs no Host");
+        assert_eq!(request(V::HTTP_11, &[]), Some(StatusCode::BAD_REQUEST));
+        let two = [("host", "x"), ("host", "y")];
+        assert_eq!(request(V::HTTP_11, &two), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(request(V::HTTP_10, &two), Some(StatusCode::BAD_REQUEST));
+        for plain in ["chunked", "Chunked", " chunked "] {
+            let h = [("host", "x"), ("transfer-encoding", plain)];
+            assert_eq!(request(V::HTTP_11, &h), None, "{plain:?}");
+        }
+        for coded in [
+            "gzip, chunked",
+            "gzip",
+            "chunked, chunked",
+            "identity",
+            "",
+            ",",
+        ] {
+            let h = [("host", "x"), ("transfer-encoding", coded)];
+            assert_eq!(
+                request(V::HTTP_11, &h),
+                Some(StatusCode::NOT_IMPLEMENTED),
+                "{coded:?}"
+            );
+        }
+        let split = [
+            ("host", "x"),
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(
+            request(V::HTTP_11, &split),
+            Some(StatusCode::NOT_IMPLEMENTED)
+        );
+    }
 
     #[test]
     fn forwarded_proto_takes_the_clients_scheme() {

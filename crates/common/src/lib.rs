@@ -6,6 +6,8 @@
 //! - [`options`], [`voter`]: the domain newtypes (`OptionKey`, `Options`, `VoterId`); their
 //!   `parse` functions are the only ways in.
 //! - [`secret`]: URLs whose password never prints.
+//! - [`origin`]: the same-origin rule (scheme, host and port, default ports filled in) of
+//!   vote's votes and result's WebSocket.
 //! - [`queue`]: the names and field layout of the Redis stream shared by vote and worker.
 //! - [`pools`]: bb8 pools for Redis and PostgreSQL.
 //! - [`schema`]: the embedded, idempotent SQL schema, applied under an advisory lock.
@@ -27,6 +29,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod options;
+pub mod origin;
 pub mod pools;
 pub mod queue;
 pub mod schema;

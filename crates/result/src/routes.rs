@@ -79,11 +79,7 @@ fn route(state: &State, req: Request<Incoming>) -> Resp {
     match (req.uri().path(), method) {
         ("/", Method::GET | Method::HEAD) => page(state),
         ("/ws", Method::GET) => {
-            let scheme = state
-                .trust_proxy
-                .then(|| web::forwarded_proto(req.headers()))
-                .flatten();
-            socket::upgrade(&state.hub, &state.snapshots, scheme, req)
+            socket::upgrade(&state.hub, &state.snapshots, state.trust_proxy, req)
         }
         ("/api/tally", Method::GET | Method::HEAD) => tally(state),
         ("/static/result.css", Method::GET | Method::HEAD) => {
@@ -274,6 +270,11 @@ pub fn metrics(state: &State) -> String {
         "result_api_requests_total",
         "GET /api/tally answered.",
         state.api.get(),
+    )
+    .counter(
+        "result_connections_write_timeout_total",
+        "Connections closed because the client took none of its answer within http.write_timeout_ms (this process).",
+        web::WRITE_TIMEOUTS.get(),
     );
     e.finish()
 }

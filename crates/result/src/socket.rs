@@ -3,10 +3,10 @@
 //!
 //! - Refused before upgrading: not a WebSocket request (426 with `Upgrade: websocket`), an
 //!   unsupported version (426 with `Sec-WebSocket-Version: 13`), no key (400), an `Origin`
-//!   whose host is not this `Host` (403; no `Origin` at all is a non-browser client and
-//!   allowed), more than `result.max_sockets` open (503). The origin's scheme is checked too
-//!   when a trusted proxy says which one the browser used (`http.trust_proxy` and
-//!   `X-Forwarded-Proto`); otherwise `http://` and `https://` origins both match.
+//!   that is not this scheme, `Host` and port (403; no `Origin` at all is a non-browser client
+//!   and allowed), more than `result.max_sockets` open (503). The rule is vote's, in
+//!   [`common::origin`]: default ports filled in on both sides, and the scheme `http` unless
+//!   a trusted proxy says `https` (`http.trust_proxy` and `X-Forwarded-Proto`).
 //! - A socket's task waits on the feed's `watch` receiver and sends the newest snapshot's
 //!   pre-serialized JSON: a slow client skips snapshots, never queues them. A send that
 //!   does not complete within [`SEND_TIMEOUT`] drops the client, and the write buffer is
@@ -23,6 +23,7 @@ use ::http::header::{self, HeaderMap, HeaderValue};
 use ::http::{Request, Response, StatusCode};
 use common::http::{self as web, Resp};
 use common::metrics::Counter;
+use common::origin::{self, Origin};
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
@@ -179,15 +180,16 @@ impl Refusal {
     }
 }
 
-/// Answers a `GET /ws`: `101 Switching Protocols` and a socket task, or a refusal. `scheme` is
-/// the one the browser used (`http` or `https`) when a trusted proxy says so.
+/// Answers a `GET /ws`: `101 Switching Protocols` and a socket task, or a refusal.
+/// `trust_proxy` (`http.trust_proxy`) says whether `X-Forwarded-Proto` names the scheme the
+/// browser used.
 pub fn upgrade(
     hub: &Arc<Hub>,
     snapshots: &watch::Receiver<Arc<Snapshot>>,
-    scheme: Option<&str>,
+    trust_proxy: bool,
     mut req: Request<Incoming>,
 ) -> Resp {
-    let accepted = check_handshake(req.headers(), scheme).and_then(|accept| {
+    let accepted = check_handshake(req.headers(), trust_proxy).and_then(|accept| {
         let permit = hub.try_reserve().ok_or(Refusal::Full)?;
         Ok((accept, permit))
     });
@@ -228,7 +230,7 @@ pub fn upgrade(
 
 /// Checks an upgrade request (RFC 6455, section 4.2.1) and its origin; returns the value of
 /// `Sec-WebSocket-Accept`.
-fn check_handshake(headers: &HeaderMap, scheme: Option<&str>) -> Result<HeaderValue, Refusal> {
+fn check_handshake(headers: &HeaderMap, trust_proxy: bool) -> Result<HeaderValue, Refusal> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -249,57 +251,11 @@ fn check_handshake(headers: &HeaderMap, scheme: Option<&str>) -> Result<HeaderVa
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| k.len() == 24 && k.as_bytes().ends_with(b"=="))
         .ok_or(Refusal::Key)?;
-    if !same_origin(headers, scheme) {
+    if origin::check(headers, trust_proxy) == Origin::Foreign {
         return Err(Refusal::CrossOrigin);
     }
     let accept = derive_accept_key(key.as_bytes());
     Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
-}
-
-/// Whether the `Origin` (if any) names this host. A `Host` without a port (a proxy passing
-/// `$host`) matches on the name alone; default ports are ignored. With `scheme` (what a
-/// trusted proxy says the browser used), the origin's scheme must be that one.
-fn same_origin(headers: &HeaderMap, scheme: Option<&str>) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Some((scheme_of_origin, authority)) =
-        origin.to_str().ok().and_then(|o| o.split_once("://"))
-    else {
-        return false; // "null" or garbage
-    };
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let origin_scheme = scheme_of_origin.to_ascii_lowercase();
-    if scheme.is_some_and(|used| used != origin_scheme) {
-        return false;
-    }
-    let default_port = match origin_scheme.as_str() {
-        "http" => "80",
-        "https" => "443",
-        _ => return false,
-    };
-    let (origin_name, origin_port) = split_authority(authority.trim_end_matches('/'));
-    let (host_name, host_port) = split_authority(host);
-    if !origin_name.eq_ignore_ascii_case(host_name) {
-        return false;
-    }
-    match host_port {
-        None => true,
-        Some(host_port) => origin_port.unwrap_or(default_port) == host_port,
-    }
-}
-
-/// `name[:port]` (names may be bracketed IPv6 literals).
-fn split_authority(authority: &str) -> (&str, Option<&str>) {
-    let name_end = if authority.starts_with('[') {
-        authority.find(']').map_or(authority.len(), |i| i + 1)
-    } else {
-        authority.find(':').unwrap_or(authority.len())
-    };
-    let (name, rest) = authority.split_at(name_end);
-    (name, rest.strip_prefix(':').filter(|p| !p.is_empty()))
 }
 
 /// The socket's configuration: tiny buffers, small messages, a capped write buffer.
@@ -472,75 +428,87 @@ mod tests {
     fn accept_key_is_the_rfc_example() {
         let mut h = headers(&UPGRADE);
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
-        let accept = check_handshake(&h, None).unwrap();
+        let accept = check_handshake(&h, false).unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
     fn refuses_what_is_not_an_upgrade() {
         assert!(matches!(
-            check_handshake(&headers(&[]), None),
+            check_handshake(&headers(&[]), false),
             Err(Refusal::NotWebSocket)
         ));
         let mut h = headers(&UPGRADE);
         h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
-        assert!(matches!(check_handshake(&h, None), Err(Refusal::Version)));
+        assert!(matches!(check_handshake(&h, false), Err(Refusal::Version)));
         let mut h = headers(&UPGRADE);
         h.remove(header::SEC_WEBSOCKET_KEY);
-        assert!(matches!(check_handshake(&h, None), Err(Refusal::Key)));
+        assert!(matches!(check_handshake(&h, false), Err(Refusal::Key)));
     }
 
+    /// The handshake applies [`common::origin`]'s rule (its own tests cover each case).
     #[test]
     fn origin_must_name_the_host() {
-        let check = |origin: &str, host: &str| {
-            same_origin(&headers(&[("origin", origin), ("host", host)]), None)
+        let check = |pairs: &[(&str, &str)], trust_proxy: bool| {
+            let mut h = headers(&UPGRADE);
+            for (name, value) in pairs {
+                h.insert(
+                    header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            match check_handshake(&h, trust_proxy) {
+                Ok(_) => true,
+                Err(Refusal::CrossOrigin) => false,
+                Err(other) => panic!("{pairs:?}: {other}"),
+            }
         };
-        assert!(
-            same_origin(&headers(&[("host", "x")]), None),
-            "no Origin: allowed"
-        );
-        assert!(check("http://127.0.0.1:8083", "127.0.0.1:8083"));
-        assert!(check("https://Example.com", "example.com"));
-        assert!(
-            check("https://example.com:8443", "example.com"),
-            "proxy Host without port"
-        );
-        assert!(check("http://example.com", "example.com:80"));
-        assert!(check("http://[::1]:8083", "[::1]:8083"));
-        assert!(!check("http://evil.example", "127.0.0.1:8083"));
-        assert!(!check("http://127.0.0.1:9999", "127.0.0.1:8083"));
-        assert!(!check("http://example.com.evil.example", "example.com"));
-        assert!(!check("null", "example.com"));
-        assert!(!check("file://example.com", "example.com"));
-        assert!(
-            !same_origin(&headers(&[("origin", "http://x")]), None),
-            "no Host"
-        );
-    }
-
-    #[test]
-    fn a_scheme_from_a_trusted_proxy_must_be_the_origins() {
-        let check = |origin: &str, host: &str, scheme: &str| {
-            same_origin(
-                &headers(&[("origin", origin), ("host", host)]),
-                Some(scheme),
-            )
-        };
-        assert!(check("https://example.com", "example.com", "https"));
-        assert!(check("https://example.com", "example.com:443", "https"));
+        assert!(check(&[("host", "x")], false), "no Origin: allowed");
+        let same = [
+            ("origin", "http://127.0.0.1:8083"),
+            ("host", "127.0.0.1:8083"),
+        ];
+        assert!(check(&same, false));
         assert!(check(
-            "https://example.com:8443",
-            "example.com:8443",
-            "https"
+            &[("origin", "http://example.com"), ("host", "example.com:80")],
+            false
         ));
-        assert!(check("http://127.0.0.1:8081", "127.0.0.1:8081", "http"));
-        assert!(!check("http://example.com", "example.com", "https"));
-        assert!(!check("https://example.com", "example.com", "http"));
-        assert!(!check("https://evil.example", "example.com", "https"));
+        assert!(check(
+            &[("origin", "http://Example.com"), ("host", "example.com")],
+            false
+        ));
         assert!(
-            same_origin(&headers(&[("host", "x")]), Some("https")),
-            "no Origin: allowed"
+            !check(
+                &[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1")],
+                false
+            ),
+            "a Host without a port is port 80"
         );
+        assert!(!check(
+            &[
+                ("origin", "http://evil.example"),
+                ("host", "127.0.0.1:8083")
+            ],
+            false
+        ));
+        assert!(!check(
+            &[("origin", "null"), ("host", "example.com")],
+            false
+        ));
+        assert!(!check(&[("origin", "http://x")], false), "no Host");
+        let secure = [
+            ("origin", "https://example.com"),
+            ("host", "example.com"),
+            ("x-forwarded-proto", "https"),
+        ];
+        assert!(check(&secure, true));
+        assert!(!check(&secure, false), "https only from a trusted proxy");
+        let downgraded = [
+            ("origin", "http://example.com"),
+            ("host", "example.com"),
+            ("x-forwarded-proto", "https"),
+        ];
+        assert!(!check(&downgraded, true));
     }
 
     proptest::proptest! {
@@ -552,7 +520,7 @@ mod tests {
                 proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
                 6,
             ),
-            scheme in proptest::option::of("https?"),
+            trust_proxy in proptest::prelude::any::<bool>(),
         ) {
             let names = [
                 header::CONNECTION,
@@ -570,13 +538,10 @@ mod tests {
                     None => { h.remove(name); }
                 }
             }
-            if check_handshake(&h, scheme.as_deref()).is_ok() && let Some(origin) = h.get(header::ORIGIN) {
+            if check_handshake(&h, trust_proxy).is_ok() && let Some(origin) = h.get(header::ORIGIN) {
                 let origin = origin.to_str().unwrap();
                 let host = h.get(header::HOST).unwrap().to_str().unwrap();
-                let (_, authority) = origin.split_once("://").unwrap();
-                let (origin_name, _) = split_authority(authority.trim_end_matches('/'));
-                let (host_name, _) = split_authority(host);
-                proptest::prop_assert!(origin_name.eq_ignore_ascii_case(host_name), "{} vs {}", origin, host);
+                proptest::prop_assert!(origin::same_origin(origin, "http", host), "{} vs {}", origin, host);
             }
         }
 
@@ -587,21 +552,24 @@ mod tests {
             name in "[a-z0-9][a-z0-9.-]{0,20}",
             port in proptest::option::of(1u16..),
             other in "[a-z0-9][a-z0-9.-]{0,20}",
-            scheme in "https?",
         ) {
             let host = match port { Some(p) => format!("{name}:{p}"), None => name.clone() };
-            let check = |origin: &str| same_origin(&headers(&[("origin", origin), ("host", &host)]), None);
-            let same = format!("{scheme}://{host}");
+            let check = |origin: &str| {
+                let mut h = headers(&UPGRADE);
+                h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+                h.insert(header::HOST, HeaderValue::from_str(&host).unwrap());
+                check_handshake(&h, false).is_ok()
+            };
+            let same = format!("http://{host}");
             proptest::prop_assert!(check(&same), "{}", same);
             if !other.eq_ignore_ascii_case(&name) {
-                let foreign = format!("{scheme}://{other}");
+                let foreign = format!("http://{other}");
                 proptest::prop_assert!(!check(&foreign), "{}", foreign);
             }
-            if let Some(p) = port {
-                let q = if p == u16::MAX { 1 } else { p + 1 };
-                let elsewhere = format!("{scheme}://{name}:{q}");
-                proptest::prop_assert!(!check(&elsewhere), "{}", elsewhere);
-            }
+            let effective = port.unwrap_or(80);
+            let q = if effective == u16::MAX { 1 } else { effective + 1 };
+            let elsewhere = format!("http://{name}:{q}");
+            proptest::prop_assert!(!check(&elsewhere), "{}", elsewhere);
         }
     }
 }

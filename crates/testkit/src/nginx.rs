@@ -126,11 +126,13 @@ impl Nginx {
         let _ = write!(
             conf,
             r#"worker_processes 1;
+worker_rlimit_nofile 100000;
 pid "{dir}/nginx.pid";
 error_log "{dir}/error.log" info;
 
+# As in nginx/native.conf.
 events {{
-    worker_connections 4096;
+    worker_connections 45000;
 }}
 
 http {{

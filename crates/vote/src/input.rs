@@ -1,8 +1,9 @@
 //! Parsing what a client sends. Each function returns a one-line reason on failure; nothing
 //! here touches Redis.
 
+use common::origin::{self, Origin};
 use http::HeaderMap;
-use http::header::{COOKIE, HOST, ORIGIN};
+use http::header::COOKIE;
 use percent_encoding::percent_decode;
 use serde::Deserialize;
 
@@ -17,23 +18,28 @@ pub enum InputError {
     EmptyVote,
     #[error("the body is not valid UTF-8")]
     NotUtf8,
+    #[error("the form has a `%` that is not followed by two hex digits")]
+    BadEscape,
     #[error("the body is not a JSON object {{\"vote\": \"<option key>\"}}: {0}")]
     BadJson(String),
 }
 
-/// The `vote` field of an `application/x-www-form-urlencoded` body. Other fields are ignored.
+/// The `vote` field of an `application/x-www-form-urlencoded` body. Other fields are ignored,
+/// but every name and value must decode: an invalid percent-escape (`%ff`, which is not
+/// UTF-8, or `%zz`) is refused whichever field holds it.
 pub fn form_vote(body: &[u8]) -> Result<String, InputError> {
     let body = std::str::from_utf8(body).map_err(|_| InputError::NotUtf8)?;
     let mut vote = None;
     for pair in body.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(name)? != "vote" {
+        let (name, value) = (decode(name)?, decode(value)?);
+        if name != "vote" {
             continue;
         }
         if vote.is_some() {
             return Err(InputError::RepeatedVote);
         }
-        vote = Some(decode(value)?);
+        vote = Some(value);
     }
     let vote = vote.ok_or(InputError::MissingVote)?;
     if vote.is_empty() {
@@ -43,6 +49,16 @@ pub fn form_vote(body: &[u8]) -> Result<String, InputError> {
 }
 
 fn decode(s: &str) -> Result<String, InputError> {
+    let bytes = s.as_bytes();
+    let escapes_are_whole = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_are_whole {
+        return Err(InputError::BadEscape);
+    }
     let plus_as_space = s.replace('+', " ");
     percent_decode(plus_as_space.as_bytes())
         .decode_utf8()
@@ -85,62 +101,23 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Whether a browser says this request comes from another site: `Sec-Fetch-Site: cross-site`,
-/// or an `Origin` whose host differs from the `Host` the request was sent to (`Origin: null`,
-/// sent by sandboxed documents, counts as foreign). Requests with neither header (curl,
-/// scripts) are not browsers' cross-site requests.
-pub fn is_cross_site(headers: &HeaderMap) -> bool {
+/// or an `Origin` that is not the scheme, host and port the request was sent to (see
+/// [`common::origin`]: default ports filled in, the scheme `http` unless a trusted proxy says
+/// `https`). `Origin: null`, sent by sandboxed documents, counts as foreign. Requests with
+/// neither header (curl, scripts) are not browsers' cross-site requests.
+pub fn is_cross_site(headers: &HeaderMap, trust_proxy: bool) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site.eq_ignore_ascii_case("cross-site")
     {
         return true;
     }
-    let Some(origin) = headers.get(ORIGIN) else {
-        return false;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return true;
-    };
-    let Some(origin_host) = origin.split_once("://").map(|(_, rest)| rest) else {
-        return true; // "null" or garbage
-    };
-    let host = headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    same_host(origin_host, host)
-        .map(|same| !same)
-        .unwrap_or(true)
-}
-
-/// Compares `host[:port]` of an origin with a `Host` header; a `Host` without a port (a proxy
-/// that passes `$host`) matches on the name alone.
-fn same_host(origin: &str, host: &str) -> Option<bool> {
-    if host.is_empty() {
-        return None;
-    }
-    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-    let host = host.to_ascii_lowercase();
-    if origin == host {
-        return Some(true);
-    }
-    let name = |s: &str| -> String {
-        if s.starts_with('[') {
-            s.split_inclusive(']').next().unwrap_or(s).to_string()
-        } else {
-            s.split(':').next().unwrap_or(s).to_string()
-        }
-    };
-    let host_has_port = if host.starts_with('[') {
-        host.contains("]:")
-    } else {
-        host.contains(':')
-    };
-    Some(!host_has_port && name(&origin) == host)
+    origin::check(headers, trust_proxy) == Origin::Foreign
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HOST, ORIGIN};
     use http::{HeaderName, HeaderValue};
     use proptest::prelude::*;
 
@@ -155,6 +132,14 @@ mod tests {
         assert_eq!(form_vote(b"vote=a&vote=b"), Err(InputError::RepeatedVote));
         assert_eq!(form_vote(b"vote=%ff"), Err(InputError::NotUtf8));
         assert_eq!(form_vote(b"vote=\xff"), Err(InputError::NotUtf8));
+        // Any field's escapes must decode, not only the vote's.
+        assert_eq!(form_vote(b"x=%ff&vote=a"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"%ff=1&vote=a"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"vote=a&x=%ff"), Err(InputError::NotUtf8));
+        assert_eq!(form_vote(b"x=%zz&vote=a"), Err(InputError::BadEscape));
+        assert_eq!(form_vote(b"vote=a%"), Err(InputError::BadEscape));
+        assert_eq!(form_vote(b"vote=a%2"), Err(InputError::BadEscape));
+        assert_eq!(form_vote(b"x=%41&vote=a%25"), Ok("a%".into()));
     }
 
     #[test]
@@ -195,33 +180,46 @@ mod tests {
 
     #[test]
     fn cross_site_detection() {
-        assert!(!is_cross_site(&headers(&[])));
-        assert!(is_cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(!is_cross_site(&headers(&[(
-            "sec-fetch-site",
-            "same-origin"
-        )])));
+        let cross = |h: &HeaderMap| is_cross_site(h, false);
+        assert!(!cross(&headers(&[])));
+        assert!(cross(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!cross(&headers(&[("sec-fetch-site", "same-origin")])));
         let same = headers(&[
             ("origin", "http://localhost:8081"),
             ("host", "localhost:8081"),
         ]);
-        assert!(!is_cross_site(&same));
-        let proxied = headers(&[("origin", "http://localhost:8081"), ("host", "localhost")]);
-        assert!(!is_cross_site(&proxied));
+        assert!(!cross(&same));
+        let default_port = headers(&[("origin", "http://localhost"), ("host", "localhost:80")]);
+        assert!(!cross(&default_port));
+        // A `Host` without a port is port 80: a page on another port is another origin.
+        let port_less = headers(&[
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1"),
+            ("sec-fetch-site", "same-site"),
+        ]);
+        assert!(cross(&port_less));
         let foreign = headers(&[
             ("origin", "https://evil.example"),
             ("host", "localhost:8081"),
         ]);
-        assert!(is_cross_site(&foreign));
+        assert!(cross(&foreign));
         let other_port = headers(&[
             ("origin", "http://localhost:9999"),
             ("host", "localhost:8081"),
         ]);
-        assert!(is_cross_site(&other_port));
-        assert!(is_cross_site(&headers(&[
+        assert!(cross(&other_port));
+        assert!(cross(&headers(&[
             ("origin", "null"),
             ("host", "localhost")
         ])));
+        // https only where a trusted proxy says the browser used it.
+        let secure = headers(&[
+            ("origin", "https://localhost"),
+            ("host", "localhost"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert!(!is_cross_site(&secure, true));
+        assert!(is_cross_site(&secure, false));
     }
 
     proptest! {
@@ -291,13 +289,15 @@ mod tests {
                     h.insert(name, value);
                 }
             }
-            let cross = is_cross_site(&h);
+            let cross = is_cross_site(&h, false) && is_cross_site(&h, true);
             if h.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
                 prop_assert!(cross);
             }
+            let _ = is_cross_site(&h, true);
         }
 
-        /// An `Origin` naming the very `Host` is same-site; any other host or port is not.
+        /// An `Origin` naming the very scheme, `Host` and port is same-site; any other host,
+        /// port or scheme is not.
         #[test]
         fn origins_match_their_host_only(
             name in "[a-z0-9][a-z0-9.-]{0,20}",
@@ -310,19 +310,24 @@ mod tests {
                 let mut h = HeaderMap::new();
                 h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
                 h.insert(HOST, HeaderValue::from_str(&host).unwrap());
+                h.insert("x-forwarded-proto", HeaderValue::from_str(&scheme).unwrap());
                 h
             };
+            let cross = |origin: &str| is_cross_site(&headers(origin), true);
             let same = format!("{scheme}://{host}");
-            prop_assert!(!is_cross_site(&headers(&same)), "{}", same);
+            prop_assert!(!cross(&same), "{}", same);
             if other != name {
                 let foreign = format!("{scheme}://{other}");
-                prop_assert!(is_cross_site(&headers(&foreign)), "{}", foreign);
+                prop_assert!(cross(&foreign), "{}", foreign);
             }
-            if let Some(p) = port {
-                let q = if p == u16::MAX { 1 } else { p + 1 };
-                let other_port = format!("{scheme}://{name}:{q}");
-                prop_assert!(is_cross_site(&headers(&other_port)), "{}", other_port);
-            }
+            let default = if scheme == "http" { 80 } else { 443 };
+            let effective = port.unwrap_or(default);
+            let q = if effective == u16::MAX { 1 } else { effective + 1 };
+            let other_port = format!("{scheme}://{name}:{q}");
+            prop_assert!(cross(&other_port), "{}", other_port);
+            let other_scheme = if scheme == "http" { "https" } else { "http" };
+            let downgraded = format!("{other_scheme}://{host}");
+            prop_assert!(cross(&downgraded), "{}", downgraded);
         }
     }
 }

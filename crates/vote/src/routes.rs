@@ -214,7 +214,7 @@ async fn accept(
     media_type: &'static str,
     parse: fn(&[u8]) -> Result<String, InputError>,
 ) -> Result<Accepted, Refusal> {
-    if input::is_cross_site(req.headers()) {
+    if input::is_cross_site(req.headers(), state.trust_proxy) {
         return Err(Refusal::CrossSite);
     }
     if web::content_type(&req).as_deref() != Some(media_type) {
@@ -402,6 +402,11 @@ pub fn metrics(state: &State) -> String {
         "Votes answered 503 because Redis gave no answer in time: they may be counted.",
         m.unconfirmed.get(),
     )
-    .counter("vote_pages_total", "Voting pages served.", m.pages.get());
+    .counter("vote_pages_total", "Voting pages served.", m.pages.get())
+    .counter(
+        "vote_connections_write_timeout_total",
+        "Connections closed because the client took none of its answer within http.write_timeout_ms (this process).",
+        web::WRITE_TIMEOUTS.get(),
+    );
     e.finish()
 }

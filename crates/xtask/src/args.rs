@@ -16,6 +16,17 @@ pub enum Command {
     Upstream {
         listen: SocketAddr,
     },
+    /// Memory per open connection of a service (see `conns.rs`).
+    Conns {
+        service: String,
+        count: usize,
+    },
+    /// A child of `conns`: holds connections.
+    ConnsClient {
+        addr: SocketAddr,
+        count: usize,
+        mode: crate::conns::Mode,
+    },
     Help,
 }
 
@@ -101,6 +112,11 @@ cargo xtask: the project's chores
 
 Usage:
   cargo xtask bench [OPTIONS]
+  cargo xtask conns [--service vote|result] [--count N]
+
+conns: starts the release binary of the service (cargo build --release -p vote -p result
+first), opens N idle connections [default: 10000], then N slow clients (a request head
+begun, never finished), from child processes, and prints the service's RSS with each.
 
 bench: builds the release binaries, starts redis-server, PostgreSQL, Nginx (with the
 project's routes) and the services on 127.0.0.1, runs each scenario for a bounded time,
@@ -156,6 +172,49 @@ where
                 .parse()
                 .map_err(|_| usage(format!("--listen: {addr:?} is not an address")))?;
             Ok(Command::Upstream { listen })
+        }
+        Some("conns") => {
+            let mut service = "vote".to_string();
+            let mut count = 10_000;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--service" => {
+                        service = args
+                            .next()
+                            .ok_or_else(|| usage("--service needs a value"))?;
+                        if service != "vote" && service != "result" {
+                            return Err(usage("--service: vote or result"));
+                        }
+                    }
+                    "--count" => {
+                        let v = args.next().ok_or_else(|| usage("--count needs a value"))?;
+                        count = v
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=100_000).contains(n))
+                            .ok_or_else(|| usage("--count: from 1 to 100000"))?;
+                    }
+                    other => return Err(usage(format!("unknown option {other:?} (try --help)"))),
+                }
+            }
+            Ok(Command::Conns { service, count })
+        }
+        Some("conns-client") => {
+            let (Some(addr), Some(count), Some(mode), None) =
+                (args.next(), args.next(), args.next(), args.next())
+            else {
+                return Err(usage("usage: conns-client ADDR COUNT idle|slow"));
+            };
+            Ok(Command::ConnsClient {
+                addr: addr
+                    .parse()
+                    .map_err(|_| usage("conns-client: bad address"))?,
+                count: count
+                    .parse()
+                    .map_err(|_| usage("conns-client: bad count"))?,
+                mode: crate::conns::Mode::parse(&mode)
+                    .ok_or_else(|| usage("conns-client: idle or slow"))?,
+            })
         }
         Some(other) => Err(usage(format!("unknown command {other:?} (try --help)"))),
     }
@@ -299,6 +358,34 @@ mod tests {
         assert!(err(&["bench", "--output"]).contains("needs a value"));
         assert!(err(&["deploy"]).contains("deploy"));
         assert!(err(&["upstream", "--listen", "nowhere"]).contains("not an address"));
+    }
+
+    #[test]
+    fn conns() {
+        assert_eq!(
+            parse(["conns"]).unwrap(),
+            Command::Conns {
+                service: "vote".into(),
+                count: 10_000
+            }
+        );
+        assert_eq!(
+            parse(["conns", "--service", "result", "--count", "500"]).unwrap(),
+            Command::Conns {
+                service: "result".into(),
+                count: 500
+            }
+        );
+        assert!(parse(["conns", "--service", "worker"]).is_err());
+        assert!(parse(["conns", "--count", "0"]).is_err());
+        assert_eq!(
+            parse(["conns-client", "127.0.0.1:9", "3", "slow"]).unwrap(),
+            Command::ConnsClient {
+                addr: "127.0.0.1:9".parse().unwrap(),
+                count: 3,
+                mode: crate::conns::Mode::Slow
+            }
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`args`]: the command line.
 //! - [`bench`]: the scenarios, each figure with its same-run reference.
+//! - [`conns`]: `cargo xtask conns`, the memory a service holds per open connection.
 //! - [`stack`]: the processes: Redis, PostgreSQL, the services, Nginx, the trivial upstream.
 //! - [`upstream`]: the trivial upstream of the reference runs.
 //! - [`load`]: loadgen and wrk.
@@ -15,6 +16,7 @@
 
 mod args;
 mod bench;
+mod conns;
 mod feed;
 mod load;
 mod machine;
@@ -45,6 +47,8 @@ fn main() -> ExitCode {
         }
         Command::Upstream { listen } => upstream::serve(listen),
         Command::Bench(bench) => run_bench(&bench),
+        Command::Conns { service, count } => conns::run(&service, count),
+        Command::ConnsClient { addr, count, mode } => conns::hold(addr, count, mode),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

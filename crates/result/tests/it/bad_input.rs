@@ -65,6 +65,41 @@ async fn cross_origin_sockets_are_forbidden() {
     same.next_tally().await;
 }
 
+/// A `Host` without a port is the default port (80): a page on another port of the same host
+/// is another origin. The rule is vote's (`common::origin`).
+#[tokio::test]
+async fn a_host_without_a_port_is_the_default_port() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f).await;
+
+    for (host, origin) in [
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("127.0.0.1:8080", "http://127.0.0.1"),
+    ] {
+        let refused = app
+            .socket_with(&[
+                ("host", host),
+                ("origin", origin),
+                ("sec-fetch-site", "same-site"),
+            ])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("Host {host}, Origin {origin}: refused"));
+        assert_eq!(refusal_status(refused), StatusCode::FORBIDDEN);
+    }
+    for (host, origin) in [
+        ("127.0.0.1", "http://127.0.0.1"),
+        ("127.0.0.1:80", "http://127.0.0.1"),
+        ("127.0.0.1", "http://127.0.0.1:80"),
+    ] {
+        let mut socket = app
+            .socket_with(&[("host", host), ("origin", origin)])
+            .await
+            .unwrap_or_else(|e| panic!("Host {host}, Origin {origin}: {e}"));
+        socket.next_tally().await;
+    }
+}
+
 #[tokio::test]
 async fn a_trusted_proxy_names_the_scheme_the_origin_must_have() {
     let infra = Infra::start().await;
@@ -97,6 +132,27 @@ async fn a_trusted_proxy_names_the_scheme_the_origin_must_have() {
         .await
         .err()
         .expect("another host is refused whatever the scheme");
+    assert_eq!(refusal_status(refused), StatusCode::FORBIDDEN);
+
+    // https's default port is 443.
+    let mut secure = app
+        .socket_with(&[
+            ("host", "example.com"),
+            ("origin", "https://example.com"),
+            ("x-forwarded-proto", "https"),
+        ])
+        .await
+        .expect("https://example.com is example.com on https");
+    secure.next_tally().await;
+    let refused = app
+        .socket_with(&[
+            ("host", "example.com"),
+            ("origin", "https://example.com:8443"),
+            ("x-forwarded-proto", "https"),
+        ])
+        .await
+        .err()
+        .expect("another port than 443 is refused");
     assert_eq!(refusal_status(refused), StatusCode::FORBIDDEN);
 }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::helpers::{FORM, JSON, TestApp, TestResponse, is_voter_id, spawn_app};
+use crate::helpers::{FORM, JSON, TestApp, TestResponse, is_voter_id, spawn_app, spawn_app_with};
 
 /// Asserts `resp` has `status` and that the stream is still empty.
 async fn refused(app: &TestApp, what: &str, resp: &TestResponse, status: StatusCode) {
@@ -66,8 +66,21 @@ async fn unknown_option_is_shown_as_text_not_markup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_form_bodies_are_bad_requests() {
     let app = spawn_app().await;
-    let cases: [(&str, Bytes); 7] = [
+    let cases: [(&str, Bytes); 11] = [
         ("empty vote", Bytes::from_static(b"vote=")),
+        (
+            "non-UTF-8 escape in another value",
+            Bytes::from_static(b"x=%ff&vote=a"),
+        ),
+        (
+            "non-UTF-8 escape in a name",
+            Bytes::from_static(b"%ff=1&vote=a"),
+        ),
+        (
+            "broken escape in another field",
+            Bytes::from_static(b"x=%zz&vote=a"),
+        ),
+        ("broken escape at the end", Bytes::from_static(b"vote=a%")),
         ("bare vote", Bytes::from_static(b"vote")),
         ("missing field", Bytes::from_static(b"choice=a")),
         ("empty body", Bytes::new()),
@@ -342,6 +355,120 @@ async fn cross_site_votes_are_403() {
     let same = app.post_form("vote=a", &[("origin", &origin)]).await;
     assert_eq!(same.status, StatusCode::SEE_OTHER, "{same:?}");
     assert_eq!(app.stream_entries().await.len(), 1);
+}
+
+/// Browsers leave default ports out of `Host` and `Origin` alike: a `Host` without a port is
+/// port 80, so a page on port 8080 of the same host is another origin, `Sec-Fetch-Site:
+/// same-site` notwithstanding. Its vote is refused and the victim's vote stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_a_port_is_the_default_port() {
+    let app = spawn_app().await;
+    let victim = app
+        .post_form(
+            "vote=a",
+            &[("host", "127.0.0.1"), ("origin", "http://127.0.0.1")],
+        )
+        .await;
+    assert_eq!(victim.status, StatusCode::SEE_OTHER, "{victim:?}");
+    let cookies = victim.cookie_header();
+    let before = app.stream_entries().await;
+    assert_eq!(before.len(), 1);
+
+    let attack = [
+        ("host", "127.0.0.1"),
+        ("origin", "http://127.0.0.1:8080"),
+        ("sec-fetch-site", "same-site"),
+        ("cookie", cookies.as_str()),
+    ];
+    let form = app.post_form("vote=b", &attack).await;
+    assert_eq!(form.status, StatusCode::FORBIDDEN, "{form:?}");
+    assert!(form.set_cookie("voter_id").is_none(), "{form:?}");
+    let json = app.post_json(r#"{"vote":"b"}"#, &attack).await;
+    assert_eq!(json.status, StatusCode::FORBIDDEN, "{json:?}");
+    let other_way = [
+        ("host", "127.0.0.1:8080"),
+        ("origin", "http://127.0.0.1"),
+        ("cookie", cookies.as_str()),
+    ];
+    let form = app.post_form("vote=b", &other_way).await;
+    assert_eq!(form.status, StatusCode::FORBIDDEN, "{form:?}");
+    assert_eq!(app.stream_entries().await, before, "nothing changed");
+
+    // The default port written on one side only is still the same origin.
+    for (host, origin) in [
+        ("127.0.0.1:80", "http://127.0.0.1"),
+        ("127.0.0.1", "http://127.0.0.1:80"),
+    ] {
+        let resp = app
+            .post_form(
+                "vote=b",
+                &[
+                    ("host", host),
+                    ("origin", origin),
+                    ("cookie", cookies.as_str()),
+                ],
+            )
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::SEE_OTHER,
+            "{host} {origin}: {resp:?}"
+        );
+    }
+}
+
+/// Without a trusted proxy the service sees plain HTTP: an `https://` origin is another origin.
+/// With one, the proxy's `X-Forwarded-Proto` names the scheme, and its default port is 443.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_scheme_is_the_one_the_request_came_over() {
+    let app = spawn_app().await;
+    let secure = [
+        ("host", "example.com"),
+        ("origin", "https://example.com"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let form = app.post_form("vote=a", &secure).await;
+    refused(
+        &app,
+        "https origin, untrusted proxy",
+        &form,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    let app = spawn_app_with(|f| f.merge(("http.trust_proxy", true))).await;
+    for headers in [
+        [
+            ("host", "example.com"),
+            ("origin", "http://example.com"),
+            ("x-forwarded-proto", "https"),
+        ],
+        [
+            ("host", "example.com"),
+            ("origin", "https://example.com:8443"),
+            ("x-forwarded-proto", "https"),
+        ],
+        [
+            ("host", "example.com:443"),
+            ("origin", "https://example.com"),
+            ("x-forwarded-proto", "http"),
+        ],
+    ] {
+        let form = app.post_form("vote=a", &headers).await;
+        refused(&app, &format!("{headers:?}"), &form, StatusCode::FORBIDDEN).await;
+    }
+    for headers in [
+        secure,
+        [
+            ("host", "example.com:443"),
+            ("origin", "https://example.com"),
+            ("x-forwarded-proto", "https"),
+        ],
+    ] {
+        let form = app.post_form("vote=a", &headers).await;
+        assert_eq!(form.status, StatusCode::SEE_OTHER, "{headers:?}: {form:?}");
+    }
+    assert_eq!(app.stream_entries().await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,3 +111,72 @@ fn an_unknown_key_in_the_config_file_exits_2_naming_it() {
 fn answers_help_and_version() {
     testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_vote").as_ref(), "vote");
 }
+
+/// Idle connections the binary holds, and the bound on what each may cost.
+const IDLE_CONNECTIONS: usize = 2_000;
+const IDLE_KIB_EACH: u64 = 6;
+
+/// A connection that has sent nothing costs its task and socket only, not hyper's state and
+/// read buffer (13 KiB each, when 9,500 idle connections took vote past its Kubernetes memory
+/// limit of 128 MiB). Measured on the real binary's RSS, from `/proc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_costs_a_few_kib() {
+    let vote = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_vote").as_ref(),
+        &[
+            ("VOTING_REDIS__URL", "redis://127.0.0.1:1".to_string()),
+            // Nobody is cut off while the memory is read.
+            ("VOTING_HTTP__HEADER_TIMEOUT_MS", "600000".to_string()),
+        ],
+        None,
+    )
+    .expect("the vote binary starts");
+    testkit::eventually(READY_WITHIN, "vote answers", || async {
+        vote.get("/healthz").await.ok().map(|_| ())
+    })
+    .await;
+    let proc_dir = format!("/proc/{}", vote.pid());
+    let fds = || std::fs::read_dir(format!("{proc_dir}/fd")).unwrap().count();
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("{proc_dir}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    // Let the probe's connection close.
+    testkit::eventually(READY_WITHIN, "the probe's connection closes", || async {
+        let before = fds();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (fds() == before).then_some(())
+    })
+    .await;
+    let (fds_before, rss_before) = (fds(), rss_kib());
+
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(vote.addr()).await.unwrap());
+    }
+    testkit::eventually(READY_WITHIN, "vote holds every connection", || async {
+        (fds() >= fds_before + IDLE_CONNECTIONS).then_some(())
+    })
+    .await;
+    let grown = rss_kib().saturating_sub(rss_before);
+    let each = grown as f64 / IDLE_CONNECTIONS as f64;
+    println!("{IDLE_CONNECTIONS} idle connections: +{grown} KiB RSS, {each:.2} KiB each");
+    assert!(
+        grown <= IDLE_KIB_EACH * IDLE_CONNECTIONS as u64,
+        "{IDLE_CONNECTIONS} idle connections took {grown} KiB ({each:.2} KiB each)"
+    );
+    // They are served as soon as they speak.
+    let mut first = idle.pop().unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

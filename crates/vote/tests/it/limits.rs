@@ -188,6 +188,7 @@ async fn oversized_request_heads_are_431() {
             "{what}: {}",
             answer.lines().next().unwrap_or("(no answer)")
         );
+        assert!(answer.ends_with("\r\n\r\n"), "{what}: a body in {answer:?}");
         assert!(
             app.stream_entries().await.is_empty(),
             "{what} queued a vote"
@@ -232,6 +233,9 @@ async fn malformed_request_heads_are_400() {
             "{what}: {}",
             answer.lines().next().unwrap_or("(no answer)")
         );
+        // hyper writes these itself, without the security headers (it has no hook for
+        // them): they have no body, so there is nothing for those headers to govern.
+        assert!(answer.ends_with("\r\n\r\n"), "{what}: a body in {answer:?}");
     }
     assert!(app.stream_entries().await.is_empty());
 }
@@ -300,4 +304,111 @@ async fn a_request_with_both_a_length_and_chunking_smuggles_nothing() {
         "answer: {}; queued: {votes:?}",
         answer.lines().next().unwrap_or("(none)")
     );
+}
+
+/// What Nginx refuses is refused straight to the service too, and queues nothing: HTTP/1.1
+/// without a `Host`, two `Host`s (`400`), a transfer coding other than `chunked` (`501`, where
+/// hyper alone read the chunks and ignored the `gzip`). Each refusal carries the security
+/// headers and closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_nginx_refuses_are_refused_here_too() {
+    let app = spawn_app().await;
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let chunked_vote = "6\r\nvote=a\r\n0\r\n\r\n";
+    let cases = [
+        (
+            "no Host",
+            format!("POST / HTTP/1.1\r\n{form}Content-Length: 6\r\n\r\nvote=a"),
+            "HTTP/1.1 400",
+        ),
+        (
+            "two Hosts",
+            format!(
+                "POST / HTTP/1.1\r\nHost: localhost\r\nHost: example.com\r\n{form}Content-Length: 6\r\n\r\nvote=a"
+            ),
+            "HTTP/1.1 400",
+        ),
+        (
+            "gzip, chunked",
+            format!(
+                "POST / HTTP/1.1\r\nHost: localhost\r\n{form}Transfer-Encoding: gzip, chunked\r\n\r\n{chunked_vote}"
+            ),
+            "HTTP/1.1 501",
+        ),
+        (
+            "gzip and chunked in two lines",
+            format!(
+                "POST / HTTP/1.1\r\nHost: localhost\r\n{form}Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n{chunked_vote}"
+            ),
+            "HTTP/1.1 501",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let answer = exchange(app.addr, request.as_bytes()).await;
+        assert!(answer.starts_with(status), "{what}: {answer}");
+        let head = answer.to_ascii_lowercase();
+        assert!(
+            head.contains("x-content-type-options: nosniff"),
+            "{what}: {answer}"
+        );
+        assert!(head.contains("connection: close"), "{what}: {answer}");
+    }
+    assert!(app.stream_entries().await.is_empty());
+
+    // HTTP/1.0 needs no Host, and plain chunking is served.
+    let answer = exchange(app.addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\n{form}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunked_vote}"
+    );
+    let answer = exchange(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert_eq!(app.stream_entries().await.len(), 1);
+}
+
+/// A client that pipelines GETs and never reads its answers: once an answer has made no
+/// progress for `http.write_timeout_ms` (set small here), the connection is closed, its place
+/// freed, and the close counted in `/metrics`. With every place taken by such clients,
+/// `/healthz` is still answered once they are cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_by_the_write_deadline() {
+    let app = spawn_app_with(|f| {
+        f.merge(("http.write_timeout_ms", 200))
+            .merge(("http.max_connections", 3))
+    })
+    .await;
+    let request = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(100);
+    let stallers: Vec<_> = (0..3)
+        .map(|_| {
+            let request = request.clone();
+            let addr = app.addr;
+            tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                // A small window, so that the server's writes fill it soon.
+                socket.set_recv_buffer_size(4096).unwrap();
+                let mut stream = socket.connect(addr).await.unwrap();
+                // Pipelined requests until the server closes: the write then fails.
+                loop {
+                    if stream.write_all(request.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for staller in stallers {
+        tokio::time::timeout(Duration::from_secs(60), staller)
+            .await
+            .expect("a client that never reads is cut off")
+            .unwrap();
+    }
+    let health = app.get("/healthz", &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let metrics = app.get("/metrics", &[]).await.body;
+    let closed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vote_connections_write_timeout_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the counter in {metrics}"));
+    assert!(closed >= 3, "{metrics}");
 }

@@ -153,3 +153,69 @@ async fn a_missing_program_is_named_in_one_line() {
 fn answers_help_and_version() {
     testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_voting").as_ref(), "voting");
 }
+
+/// Passwords given as query parameters (`postgres://…?password=`, tokio-postgres's form, and
+/// Redis' `unix://…?pass=`) are redacted like user-info passwords: in the start line, in every
+/// log line of the worker failing to reach PostgreSQL, and in `/readyz`.
+#[tokio::test]
+async fn passwords_in_query_strings_never_show() {
+    let (redis_secret, pg_secret) = ("qs-redis-pw-51d0", "qs-pg-pw-7e2a");
+    let dir = traversable_tempdir();
+    let (http, pg) = (free_port(), free_port());
+    let env = vec![
+        ("RUST_LOG", "debug".to_string()),
+        ("VOTING_LISTEN", format!("127.0.0.1:{http}")),
+        ("VOTING_VOTING__SUPERVISE", "false".to_string()),
+        (
+            "VOTING_REDIS__URL",
+            format!(
+                "unix://{}/redis.sock?db=0&pass={redis_secret}",
+                dir.path().display()
+            ),
+        ),
+        (
+            "VOTING_POSTGRES__URL",
+            format!("postgres://app@127.0.0.1:{pg}/votes?password={pg_secret}"),
+        ),
+        (
+            "VOTING_VOTING__DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+    ];
+    let mut binary = Binary::spawn(&env, &dir.path().join("stderr.log"));
+    let addr = ready(&mut binary, http).await;
+
+    // The worker inside fails to connect, and says where to (redacted).
+    let shown = eventually("the worker logs its failing PostgreSQL URL", || async {
+        let log = binary.stderr_text();
+        log.contains("password=***").then_some(log)
+    })
+    .await;
+    assert!(
+        shown.contains("pass=***"),
+        "the start line names the Redis URL, redacted:\n{shown}"
+    );
+    let mut bodies = String::new();
+    for path in ["/readyz", "/vote/readyz", "/result/readyz", "/metrics"] {
+        let answer = binary_get(addr, path).await;
+        bodies.push_str(&answer);
+    }
+    assert!(
+        bodies.contains("503") || bodies.contains("not ready"),
+        "{bodies}"
+    );
+
+    binary.signal("TERM");
+    binary.exit().await;
+    let log = binary.stderr_text();
+    for secret in [redis_secret, pg_secret] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        assert!(!bodies.contains(secret), "{secret} served:\n{bodies}");
+    }
+}
+
+/// `GET path` on the binary: the status and the body, as one text.
+async fn binary_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let answer = crate::helpers::request(addr, hyper::Method::GET, path, &[], String::new()).await;
+    format!("{path}: {} {}\n", answer.status.as_u16(), answer.body)
+}
