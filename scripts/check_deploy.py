@@ -336,6 +336,22 @@ def nix_images() -> dict:
     return nix_eval(expression)
 
 
+# The Dockerfile's build arguments for the images it does not build, and the stage of each.
+IMAGE_ARGS = {"RUST_IMAGE": "chef", "RUNTIME_IMAGE": "runtime", "NGINX_IMAGE": "nginx"}
+
+
+def dockerfile_image_args() -> dict[str, str]:
+    """The `ARG NAME=default` lines before the Dockerfile's first FROM."""
+    args = {}
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if re.match(r"FROM\s", line, re.I):
+            break
+        m = re.match(r"ARG\s+(\w+)=(\S+)\s*$", line, re.I)
+        if m:
+            args[m.group(1)] = m.group(2)
+    return args
+
+
 def dockerfile_stages() -> dict[str, list[str]]:
     stages: dict[str, list[str]] = {}
     current = None
@@ -573,16 +589,44 @@ def check_consistency() -> None:
     if pc.get("ordered_shutdown") is not True:
         fail(P, "ordered_shutdown is not true")
 
+    # Every image the Dockerfile does not build comes from a build argument (an ARG before the
+    # first FROM) whose default is the official image, pinned; compose passes each through.
+    args = dockerfile_image_args()
+    if set(args) != set(IMAGE_ARGS):
+        fail(D, f"image arguments are {sorted(args)}, not {sorted(IMAGE_ARGS)}")
+    for name, lines in stages.items():
+        image = lines[0].split()[-3] if " AS " in lines[0] else lines[0].split()[-1]
+        if image in stages:
+            continue
+        m = re.fullmatch(r"\$\{?(\w+)\}?", image)
+        if not m:
+            fail(D, f"stage {name}: base image {image} is not taken from a build argument")
+            continue
+        default = args.get(m.group(1), "")
+        if ":" not in default.split("/")[-1] or default.endswith(":latest"):
+            fail(D, f"stage {name}: base image {image} has no pinned default ({default!r})")
+    for arg, stage in IMAGE_ARGS.items():
+        if not re.match(rf"FROM\s+(--platform=\S+\s+)?\$\{{?{arg}\}}?\s+AS\s+{stage}$",
+                        (stages.get(stage) or [""])[0]):
+            fail(D, f"stage {stage}: not FROM ${{{arg}}}")
+    for name, service in services.items():
+        build = service.get("build")
+        if build and set(build.get("args") or {}) != set(IMAGE_ARGS):
+            fail(C, f"{name}: build args are {sorted(build.get('args') or {})}, not {sorted(IMAGE_ARGS)}")
+    for name, var in (("redis", "REDIS_IMAGE"), ("db", "POSTGRES_IMAGE")):
+        image = str(services.get(name, {}).get("image", ""))
+        default = with_defaults(image)
+        if not image.startswith(f"${{{var}:-") or ":" not in default.split("/")[-1]:
+            fail(C, f"{name}: image {image} is not ${{{var}:-<official image, pinned>}}")
+    if (REPO / "Dockerfile").read_text().startswith("# syntax="):
+        fail(D, "a `# syntax=` line: its frontend image would have to be pulled")
+
     # The toolchain of the Docker build is rust-toolchain.toml's.
     toolchain = (REPO / "rust-toolchain.toml").read_text()
     channel = re.search(r'^channel\s*=\s*"([^"]+)"', toolchain, re.M).group(1)
     chef = " ".join(stages.get("chef", []))
-    if f"rust:{channel}-" not in chef or f"RUSTUP_TOOLCHAIN={channel}" not in chef:
+    if not args.get("RUST_IMAGE", "").startswith(f"rust:{channel}-") or f"RUSTUP_TOOLCHAIN={channel}" not in chef:
         fail(D, f"stage chef: not the rust:{channel} image and toolchain of rust-toolchain.toml")
-    for name, lines in stages.items():
-        image = lines[0].split()[-3] if " AS " in lines[0] else lines[0].split()[-1]
-        if image not in stages and (":" not in image or image.endswith(":latest")):
-            fail(D, f"stage {name}: base image {image} has no pinned tag")
 
 
 def check_secret(where: str, name: str, service: dict) -> None:
@@ -608,10 +652,17 @@ def check_nginx_confs() -> None:
     native_conf = (REPO / "nginx/native.conf").read_text()
     for name in ("vote", "result"):
         port = SERVICES[name]
-        if not re.search(rf"^\s*server\s+{name}:{port}\b", compose_conf, re.M):
-            fail("nginx/nginx.conf", f"upstream {name} is not {name}:{port}")
+        # compose: the service name, resolved while Nginx runs (scaled replicas are seen).
+        if not re.search(rf"^\s*set\s+\${name}_upstream\s+{name}:{port};", compose_conf, re.M):
+            fail("nginx/nginx.conf", f"${name}_upstream is not {name}:{port}")
         if not re.search(rf"^\s*server\s+127\.0\.0\.1:{port}\b", native_conf, re.M):
             fail("nginx/native.conf", f"upstream {name} is not 127.0.0.1:{port}")
+        if not re.search(rf"^\s*set\s+\${name}_upstream\s+{name};", native_conf, re.M):
+            fail("nginx/native.conf", f"${name}_upstream is not the upstream {name}")
+    if not re.search(r"^\s*resolver\s+127\.0\.0\.11\s+valid=\d+s\b", compose_conf, re.M):
+        fail("nginx/nginx.conf", "no `resolver 127.0.0.11 valid=...` (Docker's DNS, answers kept briefly)")
+    if re.search(r"^\s*upstream\s", compose_conf, re.M):
+        fail("nginx/nginx.conf", "an upstream block: its servers are resolved once, at start")
     if not re.search(rf"^\s*listen\s+{NGINX_PORT};", compose_conf, re.M):
         fail("nginx/nginx.conf", f"does not listen on {NGINX_PORT}")
     if not re.search(rf"^\s*listen\s+127\.0\.0\.1:{NGINX_PORT};", native_conf, re.M):
@@ -827,14 +878,17 @@ def nginx_route(uri: str, locations: list[dict]):
     if "return" in d:
         args = d["return"][0]
         return ("return", int(args[0]), args[1] if len(args) > 1 else None)
-    m = re.fullmatch(r"http://(\w+)(/\S*)?", d["proxy_pass"][0][0])
-    upstream, replacement = m.group(1), m.group(2)
-    if replacement is None:
-        path = uri
-    elif location["exact"]:
-        path = replacement
-    else:
-        path = replacement + uri[len(location["path"]):]
+    # `proxy_pass http://$vote_upstream;` after `rewrite <regex> <replacement> break;`.
+    m = re.fullmatch(r"http://\$(\w+)_upstream", d["proxy_pass"][0][0])
+    upstream, path = m.group(1), uri
+    for pattern, replacement, *flags in d.get("rewrite", []):
+        if flags != ["break"]:
+            raise ValueError(f"rewrite {pattern} {replacement} {flags}: only `break` is modelled")
+        # The URI becomes the replacement (with the captures), not a substitution within it.
+        found = re.search(pattern, path)
+        if found:
+            path = found.expand(re.sub(r"\$(\d)", r"\\g<\1>", replacement))
+            break
     timeouts = {k: nginx_seconds(d[k][0][0]) for k in ("proxy_read_timeout", "proxy_send_timeout") if k in d}
     return ("proxy", upstream, path, timeouts)
 
@@ -1176,7 +1230,7 @@ def check_kubernetes_overlay(overlay: str, allowed: set[str], default_path: str)
         template = loads[name][1]
         container = template["spec"]["containers"][0]
         c_service = compose.get(compose_name, {})
-        want_image, want_tag = image_parts(c_service.get("image", ""))
+        want_image, want_tag = image_parts(with_defaults(c_service.get("image", "")))
         image, tag = image_parts(container["image"])
         if image != want_image or tag.split("-")[0] != want_tag.split("-")[0]:
             fail(where, f"{name}: image {container['image']} is not compose's "
