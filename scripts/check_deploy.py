@@ -618,6 +618,21 @@ def check_consistency() -> None:
         default = with_defaults(image)
         if not image.startswith(f"${{{var}:-") or ":" not in default.split("/")[-1]:
             fail(C, f"{name}: image {image} is not ${{{var}:-<official image, pinned>}}")
+    # The defaults are the official images the README lists, and the runtime is the distroless
+    # cc of the Debian release the Rust image builds on (glibc of the same version or newer).
+    readme = (REPO / "README.md").read_text()
+    defaults = dict(args)
+    defaults.update({var: with_defaults(str(services.get(name, {}).get("image", "")))
+                     for name, var in (("redis", "REDIS_IMAGE"), ("db", "POSTGRES_IMAGE"))})
+    for var, default in defaults.items():
+        if not re.search(rf"^\| `{var}` \|.*\| `{re.escape(default)}` \|$", readme, re.M):
+            fail("README.md", f"the table of image variables does not give {var} the default `{default}`")
+    debian = {"bookworm": "12", "trixie": "13", "forky": "14"}
+    rust = re.fullmatch(r"rust:[\d.]+-(?:slim-)?(\w+)", args.get("RUST_IMAGE", ""))
+    runtime = re.fullmatch(r"gcr\.io/distroless/cc-debian(\d+):nonroot", args.get("RUNTIME_IMAGE", ""))
+    if not rust or not runtime or debian.get(rust.group(1)) != runtime.group(1):
+        fail(D, f"RUNTIME_IMAGE {args.get('RUNTIME_IMAGE')} is not gcr.io/distroless/cc-debian<N>:nonroot "
+                f"of the Debian release of RUST_IMAGE {args.get('RUST_IMAGE')}")
     if (REPO / "Dockerfile").read_text().startswith("# syntax="):
         fail(D, "a `# syntax=` line: its frontend image would have to be pulled")
 
