@@ -645,6 +645,14 @@ def check_consistency() -> None:
 
 
 def check_secret(where: str, name: str, service: dict) -> None:
+    # Compose copies a secret of `environment` or `content` into the container after creating
+    # it, and refuses to for a read-only one: such a service needs a `file` secret.
+    if where == "docker-compose.yml" and service.get("read_only"):
+        defined = (load_yaml(REPO / "docker-compose.yml").get("secrets") or {})
+        for entry in service.get("secrets") or []:
+            source = entry if isinstance(entry, str) else entry.get("source")
+            if "file" not in (defined.get(source) or {}):
+                fail(where, f"{name}: read-only, so its secret {source} must come from a `file`")
     for entry in service.get("secrets") or []:
         source = entry if isinstance(entry, str) else entry.get("source")
         target = source if isinstance(entry, str) else entry.get("target", source)
