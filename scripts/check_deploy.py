@@ -352,6 +352,35 @@ def dockerfile_image_args() -> dict[str, str]:
     return args
 
 
+def dockerignored(path: str) -> bool:
+    """Whether .dockerignore leaves `path` out of the build context: the last pattern that
+    matches the path or one of its parent directories decides (`!` keeps)."""
+    def regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return out
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        if any(re.fullmatch(regex(pattern), p) for p in prefixes):
+            ignored = not keep
+    return ignored
+
+
 def dockerfile_stages() -> dict[str, list[str]]:
     stages: dict[str, list[str]] = {}
     current = None
@@ -635,6 +664,22 @@ def check_consistency() -> None:
                 f"of the Debian release of RUST_IMAGE {args.get('RUST_IMAGE')}")
     if (REPO / "Dockerfile").read_text().startswith("# syntax="):
         fail(D, "a `# syntax=` line: its frontend image would have to be pulled")
+
+    # The nginx image holds nginx.conf and every file it includes, and the build context
+    # (.dockerignore) keeps them and the workspace.
+    wanted = ["nginx/nginx.conf"]
+    for conf in wanted:
+        for inc in re.findall(r"^\s*include\s+(\S+);", (REPO / conf).read_text(), re.M):
+            if (REPO / "nginx" / inc).exists() and f"nginx/{inc}" not in wanted:
+                wanted.append(f"nginx/{inc}")
+    copies = " ".join(line for line in stages.get("nginx", []) if line.upper().startswith("COPY "))
+    for conf in wanted:
+        if not re.search(rf"(^|\s){re.escape(conf)}(\s|$)", copies):
+            fail(D, f"stage nginx: does not COPY {conf} (nginx.conf includes it)")
+    for path in wanted + ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "crates/vote/Cargo.toml",
+                          "crates/vote/src/main.rs"]:
+        if dockerignored(path):
+            fail(".dockerignore", f"leaves {path} out of the build context")
 
     # The toolchain of the Docker build is rust-toolchain.toml's.
     toolchain = (REPO / "rust-toolchain.toml").read_text()
