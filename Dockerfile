@@ -35,7 +35,8 @@ WORKDIR /src
 
 # The dependency recipe: changes only when a manifest or Cargo.lock does.
 FROM chef AS planner
-COPY . .
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY crates crates
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
@@ -59,7 +60,9 @@ RUN set -eu; \
     fi
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --target "$(cat /rust-target)" --recipe-path recipe.json
-COPY . .
+# The workspace only: a change to the Nginx configuration does not recompile it.
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY crates crates
 RUN cargo build --release --locked --target "$(cat /rust-target)" \
       -p vote -p result -p worker -p loadgen \
  && mkdir /out \
