@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The images of the voting app: one target per service, all built from one compilation.
 #
 #   docker build --target vote -t voting-vote .      # also: result, worker, loadgen, nginx
@@ -13,9 +11,20 @@
 # as the numeric user 65532, and check their health with the binary itself: `vote healthcheck`
 # asks GET /readyz of the configured port (`VOTING_LISTEN`) and exits 0 or 1.
 #
-# The Rust image's version is the channel of rust-toolchain.toml (scripts/check-deploy checks).
+# Every image this file does not build comes from a build argument whose default is the official
+# image: RUST_IMAGE (the compiler), RUNTIME_IMAGE (under the services) and NGINX_IMAGE. Point
+# them at a registry mirror, or at the offline stand-ins of scripts/stand-in-images, e.g.
+#
+#   docker build --build-arg RUST_IMAGE=mirror.example/library/rust:1.95.0-slim-trixie .
+#
+# (docker-compose.yml passes the variables of the same names through.) The Rust image's version
+# is the channel of rust-toolchain.toml (scripts/check-deploy checks). No `# syntax=` line: the
+# builder's own Dockerfile frontend is enough, and nothing has to be pulled for it.
+ARG RUST_IMAGE=rust:1.95.0-slim-trixie
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian13:nonroot
+ARG NGINX_IMAGE=nginxinc/nginx-unprivileged:1.30.4-alpine
 
-FROM --platform=$BUILDPLATFORM rust:1.95.0-slim-trixie AS chef
+FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS chef
 # The toolchain of the image, whatever rust-toolchain.toml lists besides (rustfmt, clippy).
 ENV RUSTUP_TOOLCHAIN=1.95.0 \
     CARGO_TERM_COLOR=never \
@@ -26,7 +35,8 @@ WORKDIR /src
 
 # The dependency recipe: changes only when a manifest or Cargo.lock does.
 FROM chef AS planner
-COPY . .
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY crates crates
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
@@ -50,7 +60,9 @@ RUN set -eu; \
     fi
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --target "$(cat /rust-target)" --recipe-path recipe.json
-COPY . .
+# The workspace only: a change to the Nginx configuration does not recompile it.
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY crates crates
 RUN cargo build --release --locked --target "$(cat /rust-target)" \
       -p vote -p result -p worker -p loadgen \
  && mkdir /out \
@@ -58,11 +70,11 @@ RUN cargo build --release --locked --target "$(cat /rust-target)" \
       cp "target/$(cat /rust-target)/release/$bin" /out/; \
     done
 
-FROM gcr.io/distroless/cc-debian13:nonroot AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 USER 65532:65532
 
 # nginx in front of vote and result (docker compose): the app on port 8081.
-FROM nginxinc/nginx-unprivileged:1.30.4-alpine AS nginx
+FROM ${NGINX_IMAGE} AS nginx
 ENV NGINX_ENTRYPOINT_QUIET_LOGS=1
 COPY nginx/nginx.conf nginx/http.conf nginx/routes.conf /etc/nginx/voting/
 USER 101:101

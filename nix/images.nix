@@ -4,8 +4,9 @@
 # Each holds its binary (with the glibc it links), CA certificates, and nothing else: no
 # shell, no package manager. It runs as the numeric user 65532 and checks its health with the
 # binary itself (`vote healthcheck`: GET /readyz on the port of VOTING_LISTEN). Nginx's image
-# holds Nginx, the configuration of nginx/ (upstreams vote:8082 and result:8083, as in
-# docker-compose.yml) and the vote binary, whose `healthcheck URL` probes Nginx.
+# holds Nginx, the configuration of nginx/ (vote:8082 and result:8083, as in docker-compose.yml,
+# resolved while it runs through Docker's DNS, 127.0.0.11) and the vote binary, whose
+# `healthcheck URL` probes Nginx.
 #
 # The tag is the workspace's version (Cargo.toml), the one deploy/kubernetes/ runs.
 #

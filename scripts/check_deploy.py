@@ -437,6 +437,51 @@ def nix_images() -> dict:
     return nix_eval(expression)
 
 
+# The Dockerfile's build arguments for the images it does not build, and the stage of each.
+IMAGE_ARGS = {"RUST_IMAGE": "chef", "RUNTIME_IMAGE": "runtime", "NGINX_IMAGE": "nginx"}
+
+
+def dockerfile_image_args() -> dict[str, str]:
+    """The `ARG NAME=default` lines before the Dockerfile's first FROM."""
+    args = {}
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if re.match(r"FROM\s", line, re.I):
+            break
+        m = re.match(r"ARG\s+(\w+)=(\S+)\s*$", line, re.I)
+        if m:
+            args[m.group(1)] = m.group(2)
+    return args
+
+
+def dockerignored(path: str) -> bool:
+    """Whether .dockerignore leaves `path` out of the build context: the last pattern that
+    matches the path or one of its parent directories decides (`!` keeps)."""
+    def regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return out
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        if any(re.fullmatch(regex(pattern), p) for p in prefixes):
+            ignored = not keep
+    return ignored
+
+
 def dockerfile_stages() -> dict[str, list[str]]:
     stages: dict[str, list[str]] = {}
     current = None
@@ -694,16 +739,75 @@ def check_consistency() -> None:
     if pc.get("ordered_shutdown") is not True:
         fail(P, "ordered_shutdown is not true")
 
+    # Every image the Dockerfile does not build comes from a build argument (an ARG before the
+    # first FROM) whose default is the official image, pinned; compose passes each through.
+    args = dockerfile_image_args()
+    if set(args) != set(IMAGE_ARGS):
+        fail(D, f"image arguments are {sorted(args)}, not {sorted(IMAGE_ARGS)}")
+    for name, lines in stages.items():
+        image = lines[0].split()[-3] if " AS " in lines[0] else lines[0].split()[-1]
+        if image in stages:
+            continue
+        m = re.fullmatch(r"\$\{?(\w+)\}?", image)
+        if not m:
+            fail(D, f"stage {name}: base image {image} is not taken from a build argument")
+            continue
+        default = args.get(m.group(1), "")
+        if ":" not in default.split("/")[-1] or default.endswith(":latest"):
+            fail(D, f"stage {name}: base image {image} has no pinned default ({default!r})")
+    for arg, stage in IMAGE_ARGS.items():
+        if not re.match(rf"FROM\s+(--platform=\S+\s+)?\$\{{?{arg}\}}?\s+AS\s+{stage}$",
+                        (stages.get(stage) or [""])[0]):
+            fail(D, f"stage {stage}: not FROM ${{{arg}}}")
+    for name, service in services.items():
+        build = service.get("build")
+        if build and set(build.get("args") or {}) != set(IMAGE_ARGS):
+            fail(C, f"{name}: build args are {sorted(build.get('args') or {})}, not {sorted(IMAGE_ARGS)}")
+    for name, var in (("redis", "REDIS_IMAGE"), ("db", "POSTGRES_IMAGE")):
+        image = str(services.get(name, {}).get("image", ""))
+        default = with_defaults(image)
+        if not image.startswith(f"${{{var}:-") or ":" not in default.split("/")[-1]:
+            fail(C, f"{name}: image {image} is not ${{{var}:-<official image, pinned>}}")
+    # The defaults are the official images the README lists, and the runtime is the distroless
+    # cc of the Debian release the Rust image builds on (glibc of the same version or newer).
+    readme = (REPO / "README.md").read_text()
+    defaults = dict(args)
+    defaults.update({var: with_defaults(str(services.get(name, {}).get("image", "")))
+                     for name, var in (("redis", "REDIS_IMAGE"), ("db", "POSTGRES_IMAGE"))})
+    for var, default in defaults.items():
+        if not re.search(rf"^\| `{var}` \|.*\| `{re.escape(default)}` \|$", readme, re.M):
+            fail("README.md", f"the table of image variables does not give {var} the default `{default}`")
+    debian = {"bookworm": "12", "trixie": "13", "forky": "14"}
+    rust = re.fullmatch(r"rust:[\d.]+-(?:slim-)?(\w+)", args.get("RUST_IMAGE", ""))
+    runtime = re.fullmatch(r"gcr\.io/distroless/cc-debian(\d+):nonroot", args.get("RUNTIME_IMAGE", ""))
+    if not rust or not runtime or debian.get(rust.group(1)) != runtime.group(1):
+        fail(D, f"RUNTIME_IMAGE {args.get('RUNTIME_IMAGE')} is not gcr.io/distroless/cc-debian<N>:nonroot "
+                f"of the Debian release of RUST_IMAGE {args.get('RUST_IMAGE')}")
+    if (REPO / "Dockerfile").read_text().startswith("# syntax="):
+        fail(D, "a `# syntax=` line: its frontend image would have to be pulled")
+
+    # The nginx image holds nginx.conf and every file it includes, and the build context
+    # (.dockerignore) keeps them and the workspace.
+    wanted = ["nginx/nginx.conf"]
+    for conf in wanted:
+        for inc in re.findall(r"^\s*include\s+(\S+);", (REPO / conf).read_text(), re.M):
+            if (REPO / "nginx" / inc).exists() and f"nginx/{inc}" not in wanted:
+                wanted.append(f"nginx/{inc}")
+    copies = " ".join(line for line in stages.get("nginx", []) if line.upper().startswith("COPY "))
+    for conf in wanted:
+        if not re.search(rf"(^|\s){re.escape(conf)}(\s|$)", copies):
+            fail(D, f"stage nginx: does not COPY {conf} (nginx.conf includes it)")
+    for path in wanted + ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "crates/vote/Cargo.toml",
+                          "crates/vote/src/main.rs"]:
+        if dockerignored(path):
+            fail(".dockerignore", f"leaves {path} out of the build context")
+
     # The toolchain of the Docker build is rust-toolchain.toml's.
     toolchain = (REPO / "rust-toolchain.toml").read_text()
     channel = re.search(r'^channel\s*=\s*"([^"]+)"', toolchain, re.M).group(1)
     chef = " ".join(stages.get("chef", []))
-    if f"rust:{channel}-" not in chef or f"RUSTUP_TOOLCHAIN={channel}" not in chef:
+    if not args.get("RUST_IMAGE", "").startswith(f"rust:{channel}-") or f"RUSTUP_TOOLCHAIN={channel}" not in chef:
         fail(D, f"stage chef: not the rust:{channel} image and toolchain of rust-toolchain.toml")
-    for name, lines in stages.items():
-        image = lines[0].split()[-3] if " AS " in lines[0] else lines[0].split()[-1]
-        if image not in stages and (":" not in image or image.endswith(":latest")):
-            fail(D, f"stage {name}: base image {image} has no pinned tag")
 
 
 def native_run_ready(name: str) -> str:
@@ -715,6 +819,14 @@ def native_run_ready(name: str) -> str:
 
 
 def check_secret(where: str, name: str, service: dict) -> None:
+    # Compose copies a secret of `environment` or `content` into the container after creating
+    # it, and refuses to for a read-only one: such a service needs a `file` secret.
+    if where == "docker-compose.yml" and service.get("read_only"):
+        defined = (load_yaml(REPO / "docker-compose.yml").get("secrets") or {})
+        for entry in service.get("secrets") or []:
+            source = entry if isinstance(entry, str) else entry.get("source")
+            if "file" not in (defined.get(source) or {}):
+                fail(where, f"{name}: read-only, so its secret {source} must come from a `file`")
     for entry in service.get("secrets") or []:
         source = entry if isinstance(entry, str) else entry.get("source")
         target = source if isinstance(entry, str) else entry.get("target", source)
@@ -737,10 +849,17 @@ def check_nginx_confs() -> None:
     native_conf = (REPO / "nginx/native.conf").read_text()
     for name in ("vote", "result"):
         port = SERVICES[name]
-        if not re.search(rf"^\s*server\s+{name}:{port}\b", compose_conf, re.M):
-            fail("nginx/nginx.conf", f"upstream {name} is not {name}:{port}")
+        # compose: the service name, resolved while Nginx runs (scaled replicas are seen).
+        if not re.search(rf"^\s*set\s+\${name}_upstream\s+{name}:{port};", compose_conf, re.M):
+            fail("nginx/nginx.conf", f"${name}_upstream is not {name}:{port}")
         if not re.search(rf"^\s*server\s+127\.0\.0\.1:{port}\b", native_conf, re.M):
             fail("nginx/native.conf", f"upstream {name} is not 127.0.0.1:{port}")
+        if not re.search(rf"^\s*set\s+\${name}_upstream\s+{name};", native_conf, re.M):
+            fail("nginx/native.conf", f"${name}_upstream is not the upstream {name}")
+    if not re.search(r"^\s*resolver\s+127\.0\.0\.11\s+valid=\d+s\b", compose_conf, re.M):
+        fail("nginx/nginx.conf", "no `resolver 127.0.0.11 valid=...` (Docker's DNS, answers kept briefly)")
+    if re.search(r"^\s*upstream\s", compose_conf, re.M):
+        fail("nginx/nginx.conf", "an upstream block: its servers are resolved once, at start")
     if not re.search(rf"^\s*listen\s+{NGINX_PORT};", compose_conf, re.M):
         fail("nginx/nginx.conf", f"does not listen on {NGINX_PORT}")
     if not re.search(rf"^\s*listen\s+127\.0\.0\.1:{NGINX_PORT};", native_conf, re.M):
@@ -956,14 +1075,17 @@ def nginx_route(uri: str, locations: list[dict]):
     if "return" in d:
         args = d["return"][0]
         return ("return", int(args[0]), args[1] if len(args) > 1 else None)
-    m = re.fullmatch(r"http://(\w+)(/\S*)?", d["proxy_pass"][0][0])
-    upstream, replacement = m.group(1), m.group(2)
-    if replacement is None:
-        path = uri
-    elif location["exact"]:
-        path = replacement
-    else:
-        path = replacement + uri[len(location["path"]):]
+    # `proxy_pass http://$vote_upstream;` after `rewrite <regex> <replacement> break;`.
+    m = re.fullmatch(r"http://\$(\w+)_upstream", d["proxy_pass"][0][0])
+    upstream, path = m.group(1), uri
+    for pattern, replacement, *flags in d.get("rewrite", []):
+        if flags != ["break"]:
+            raise ValueError(f"rewrite {pattern} {replacement} {flags}: only `break` is modelled")
+        # The URI becomes the replacement (with the captures), not a substitution within it.
+        found = re.search(pattern, path)
+        if found:
+            path = found.expand(re.sub(r"\$(\d)", r"\\g<\1>", replacement))
+            break
     timeouts = {k: nginx_seconds(d[k][0][0]) for k in ("proxy_read_timeout", "proxy_send_timeout") if k in d}
     return ("proxy", upstream, path, timeouts)
 
@@ -1305,7 +1427,7 @@ def check_kubernetes_overlay(overlay: str, allowed: set[str], default_path: str)
         template = loads[name][1]
         container = template["spec"]["containers"][0]
         c_service = compose.get(compose_name, {})
-        want_image, want_tag = image_parts(c_service.get("image", ""))
+        want_image, want_tag = image_parts(with_defaults(c_service.get("image", "")))
         image, tag = image_parts(container["image"])
         if image != want_image or tag.split("-")[0] != want_tag.split("-")[0]:
             fail(where, f"{name}: image {container['image']} is not compose's "

@@ -159,6 +159,8 @@ http {{
 
     server {{
         listen 127.0.0.1:{port};
+        set $vote_upstream vote;
+        set $result_upstream result;
         include "{project}/routes.conf";
     }}
 }}
