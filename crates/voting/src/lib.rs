@@ -86,6 +86,10 @@ async fn supervised(
     let Some(daemons) = Daemons::start(config, plan, &mut cancel).await? else {
         return Ok(());
     };
+    if let Err(e) = check_servers(config).await {
+        daemons.stop().await;
+        return Err(e);
+    }
     let app = match App::start(config, daemons.infos()) {
         Ok(app) => app,
         Err(e) => {
@@ -101,6 +105,39 @@ async fn supervised(
         .await;
     daemons.stop().await;
     served
+}
+
+/// "Ready" means a vote can be counted: Redis answers `PING` with the configured credentials,
+/// and PostgreSQL accepts them and has the schema (applied here if missing). Otherwise the
+/// start fails with one line naming the URL (password hidden) and what to fix; the split
+/// services retry instead, since an operator may fix it while they run.
+async fn check_servers(config: &Config) -> anyhow::Result<()> {
+    let redis_url = &config.redis.url;
+    let redis = async {
+        let client = redis::Client::open(redis_url.0.expose())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    if let Err(e) = redis.await {
+        anyhow::bail!(
+            "cannot use Redis at {redis_url}: {e}; check redis.url (VOTING_REDIS__URL), its \
+             password (redis.password_file) and that the server runs"
+        );
+    }
+    let pg_url = &config.postgres.url;
+    let postgres = async {
+        let mut client = common::pools::pg_connect(&config.postgres).await?;
+        common::schema::migrate(&mut client).await
+    };
+    if let Err(e) = postgres.await {
+        let cause = e.root_cause();
+        anyhow::bail!(
+            "cannot use PostgreSQL at {pg_url}: {cause}; check postgres.url \
+             (VOTING_POSTGRES__URL): the server, the user, its password \
+             (postgres.password_file) and the database"
+        );
+    }
+    Ok(())
 }
 
 /// Prints the two URLs to open (a listener on every address is shown as loopback).

@@ -182,40 +182,82 @@ async fn passwords_in_query_strings_never_show() {
             dir.path().join("data").display().to_string(),
         ),
     ];
-    let mut binary = Binary::spawn(&env, &dir.path().join("stderr.log"));
-    let addr = ready(&mut binary, http).await;
-
-    // The worker inside fails to connect, and says where to (redacted).
-    let shown = eventually("the worker logs its failing PostgreSQL URL", || async {
-        let log = binary.stderr_text();
-        log.contains("password=***").then_some(log)
-    })
-    .await;
+    // Neither server answers: `voting` names both URLs as it starts, then stops with exit 1
+    // and one line naming the one it could not use.
+    let (code, stdout, log) = run_to_exit(&env);
+    assert_eq!(code, Some(1), "{stdout}\n{log}");
     assert!(
-        shown.contains("pass=***"),
-        "the start line names the Redis URL, redacted:\n{shown}"
+        log.contains("pass=***") && log.contains("password=***"),
+        "the start lines name both URLs, redacted:\n{log}"
     );
-    let mut bodies = String::new();
-    for path in ["/readyz", "/vote/readyz", "/result/readyz", "/metrics"] {
-        let answer = binary_get(addr, path).await;
-        bodies.push_str(&answer);
-    }
-    assert!(
-        bodies.contains("503") || bodies.contains("not ready"),
-        "{bodies}"
-    );
-
-    binary.signal("TERM");
-    binary.exit().await;
-    let log = binary.stderr_text();
+    assert!(log.contains("cannot use Redis at unix://"), "{log}");
     for secret in [redis_secret, pg_secret] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
-        assert!(!bodies.contains(secret), "{secret} served:\n{bodies}");
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
     }
 }
 
-/// `GET path` on the binary: the status and the body, as one text.
-async fn binary_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let answer = crate::helpers::request(addr, hyper::Method::GET, path, &[], String::new()).await;
-    format!("{path}: {} {}\n", answer.status.as_u16(), answer.body)
+/// Runs the binary on servers it must not start (`voting.supervise=false`) until it exits;
+/// returns its exit code, stdout and stderr.
+fn run_to_exit(env: &[(&str, String)]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voting"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("VOTING_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("VOTING_VOTING__SUPERVISE", "false")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("the voting binary runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// "Ready" means a vote can be counted: servers that refuse the configured credentials, or a
+/// database that does not exist, stop `voting` at start with exit code 1 and one line naming
+/// the URL and what to fix, never "voting is ready".
+#[tokio::test]
+async fn servers_that_refuse_it_stop_it_at_start_with_one_clear_line() {
+    let infra = crate::helpers::Infra::start().await;
+    let (redis_url, db_url) = (infra.redis.url(), infra.db_url.clone());
+
+    infra
+        .redis
+        .require_password("s3cret-redis")
+        .expect("Redis now asks for a password");
+    let (code, stdout, stderr) = run_to_exit(&[
+        ("VOTING_REDIS__URL", redis_url.clone()),
+        ("VOTING_POSTGRES__URL", db_url.clone()),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("ready"), "{stdout}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot use Redis"))
+        .unwrap_or_else(|| panic!("no line names Redis:\n{stderr}"));
+    assert!(
+        line.contains(&redis_url) && line.contains("password"),
+        "{line}"
+    );
+
+    let with_password = redis_url.replacen("redis://", "redis://:s3cret-redis@", 1);
+    let missing_db = format!("{}_missing", db_url);
+    let (code, stdout, stderr) = run_to_exit(&[
+        ("VOTING_REDIS__URL", with_password),
+        ("VOTING_POSTGRES__URL", missing_db),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("ready"), "{stdout}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot use PostgreSQL"))
+        .unwrap_or_else(|| panic!("no line names PostgreSQL:\n{stderr}"));
+    assert!(
+        line.contains("_missing") && line.contains("database"),
+        "{line}"
+    );
+    assert!(
+        !stderr.contains("s3cret-redis"),
+        "no password in the output: {stderr}"
+    );
 }
