@@ -136,6 +136,17 @@ impl Infra {
             .unwrap()
     }
 
+    /// The dead-letter stream's entries: `(id, fields)`.
+    pub async fn dead_letters(&self) -> Vec<(String, Vec<(String, String)>)> {
+        redis::cmd("XRANGE")
+            .arg("ballots:dead")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap()
+    }
+
     /// Entries pending in the group, on any consumer.
     pub async fn pending(&self) -> u64 {
         let reply: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")

@@ -233,13 +233,7 @@ async fn invalid_entries_go_to_the_dead_letter_stream_with_a_reason() {
     assert_eq!(infra.xlen("ballots").await, 0);
     assert_eq!(infra.pending().await, 0, "nothing is left pending");
 
-    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("ballots:dead")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let dead = infra.dead_letters().await;
     let reasons: Vec<String> = dead
         .iter()
         .map(|(_, fields)| {
@@ -298,16 +292,7 @@ async fn the_original_apps_list_is_drained() {
         .unwrap();
     assert_eq!(left, 0);
     assert_eq!(infra.pending().await, 0, "moved entries are acknowledged");
-    let dead: Vec<(String, Vec<(String, String)>)> = {
-        let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg("ballots:dead")
-            .arg("-")
-            .arg("+")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        reply
-    };
+    let dead = infra.dead_letters().await;
     assert_eq!(
         dead.len(),
         1,
