@@ -768,15 +768,15 @@ def check_consistency() -> None:
         default = with_defaults(image)
         if not image.startswith(f"${{{var}:-") or ":" not in default.split("/")[-1]:
             fail(C, f"{name}: image {image} is not ${{{var}:-<official image, pinned>}}")
-    # The defaults are the official images the README lists, and the runtime is the distroless
+    # The defaults are the official images docs/docker.md lists, and the runtime is the distroless
     # cc of the Debian release the Rust image builds on (glibc of the same version or newer).
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "docker.md").read_text()
     defaults = dict(args)
     defaults.update({var: with_defaults(str(services.get(name, {}).get("image", "")))
                      for name, var in (("redis", "REDIS_IMAGE"), ("db", "POSTGRES_IMAGE"))})
     for var, default in defaults.items():
         if not re.search(rf"^\| `{var}` \|.*\| `{re.escape(default)}` \|$", readme, re.M):
-            fail("README.md", f"the table of image variables does not give {var} the default `{default}`")
+            fail("docs/docker.md", f"the table of image variables does not give {var} the default `{default}`")
     debian = {"bookworm": "12", "trixie": "13", "forky": "14"}
     rust = re.fullmatch(r"rust:[\d.]+-(?:slim-)?(\w+)", args.get("RUST_IMAGE", ""))
     runtime = re.fullmatch(r"gcr\.io/distroless/cc-debian(\d+):nonroot", args.get("RUNTIME_IMAGE", ""))
@@ -1148,7 +1148,7 @@ def check_kubernetes_routes(where: str, docs) -> None:
                     fail(where, f"/: no Ingress redirects to {target} (app-root), as routes.conf does")
             elif got is not None:
                 # /vote and /result: routes.conf adds the slash; ingress-nginx cannot redirect to
-                # a relative URL, so the Ingress answers 404 (README). Never route them as is.
+                # a relative URL, so the Ingress answers 404 (docs/kubernetes.md). Never route them as is.
                 fail(where, f"{uri}: routed to {got[0]} as {got[2]}; routes.conf redirects to {target}")
             continue
         if want is None:

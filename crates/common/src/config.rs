@@ -67,7 +67,7 @@ impl Service {
     }
 }
 
-/// Everything a service can be told. See the README's configuration table.
+/// Everything a service can be told. See the table in docs/configuration.md.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

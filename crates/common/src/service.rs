@@ -75,7 +75,7 @@ fn about(service: Service) -> &'static str {
 
 /// Where the configuration is documented, for `--help`.
 const CONFIG_HELP: &str = "Configuration: every key, its environment variable and its default \
-are listed in the README's \"Configuration\" section. Example: VOTING_REDIS__URL=redis://cache:6379";
+are listed in docs/configuration.md. Example: VOTING_REDIS__URL=redis://cache:6379";
 
 impl Args {
     /// Parses a command line (without the program name). `Err` carries what to print and

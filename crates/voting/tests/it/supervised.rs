@@ -45,6 +45,8 @@ async fn vote_until_queued(addr: std::net::SocketAddr, key: &str) {
     .await;
 }
 
+// The quick start, with the test's build of the binary and its own data directory:
+// README: cargo run --release -p voting
 #[tokio::test]
 async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     testkit::init_logging();
@@ -149,6 +151,7 @@ async fn a_missing_program_is_named_in_one_line() {
     );
 }
 
+// README: voting --help
 #[test]
 fn answers_help_and_version() {
     testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_voting").as_ref(), "voting");
