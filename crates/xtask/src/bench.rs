@@ -487,7 +487,10 @@ impl Run<'_> {
         const SOCKETS: usize = 1_000;
         const RATE: u64 = 2_000;
         // Long enough for the drain of the removed replica before the load ends.
-        let duration = self.args.duration.max(2 * scale::DRAIN + Duration::from_secs(4));
+        let duration = self
+            .args
+            .duration
+            .max(2 * scale::DRAIN + Duration::from_secs(4));
         self.progress(&format!(
             "scale: {REPLICAS} vote and {REPLICAS} result replicas behind Nginx, {SOCKETS} sockets, {RATE} votes/s"
         ));
