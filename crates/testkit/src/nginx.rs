@@ -95,8 +95,8 @@ impl Nginx {
     }
 
     /// Points the upstreams at these replicas, as an operator scales a service: rewrites the
-    /// configuration and reloads it (SIGHUP). Returns once the new workers run; the old ones
-    /// finish the requests and WebSockets they hold, then exit.
+    /// configuration and reloads it (SIGHUP). Returns once the new worker runs and the old
+    /// one accepts no more; it finishes the requests and WebSockets it holds, then exits.
     ///
     /// # Errors
     ///
@@ -113,13 +113,19 @@ impl Nginx {
         let conf = self.dir.path().join("nginx.conf");
         std::fs::write(&conf, self.config())
             .with_context(|| format!("cannot write {}", conf.display()))?;
-        let started = |log: &str| log.matches("start worker process ").count();
-        let before = started(&std::fs::read_to_string(self.error_log()).unwrap_or_default());
+        // A new worker started, and the old one stopped accepting (it finishes what it holds).
+        let count = |log: &str| {
+            (
+                log.matches("start worker process ").count(),
+                log.matches("gracefully shutting down").count(),
+            )
+        };
+        let before = count(&std::fs::read_to_string(self.error_log()).unwrap_or_default());
         send_signal(pid, "HUP")?;
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
-            let log = std::fs::read_to_string(self.error_log()).unwrap_or_default();
-            if started(&log) > before {
+            let now = count(&std::fs::read_to_string(self.error_log()).unwrap_or_default());
+            if now.0 > before.0 && now.1 > before.1 {
                 return Ok(());
             }
             anyhow::ensure!(
