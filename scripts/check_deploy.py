@@ -12,10 +12,13 @@
   with each other and with the code (crates/common/src/config.rs, healthcheck.rs) on service
   names, ports, environment variable names and health endpoints;
 - Kubernetes: every overlay of deploy/kubernetes/, rendered with the kubectl in KUBECTL, agrees
-  with all of the above (names, ports, variables, probes, images) and with nginx/routes.conf
-  (routes, timeouts, body size); every pod has probes, requests and limits, a numeric non-root
+  with all of the above (names, ports, variables, probes, images) and its HTTPRoutes with
+  nginx/routes.conf (redirects, services, paths, what is hidden, the WebSocket kept open),
+  attached to one Gateway; every pod has probes, requests and limits, a numeric non-root
   user, a read-only root, no capabilities and seccomp RuntimeDefault; the network policies
-  admit exactly the connections the services need; dev and prod are what they say.
+  admit exactly the connections the services need (the gateway's proxies, and no look-alike,
+  to vote and result); nothing names ingress-nginx; dev and prod are what they say. The
+  routing check is tried on broken copies of the rendered overlays first and must refuse each.
 
 The official schemas are vendored in scripts/schemas/ (see its README); nothing outside the
 repository is read. Prints one line per check; exits 1 when any fails, naming file and reason.
@@ -883,16 +886,19 @@ DATASTORES = {"redis": ("redis", 6379), "db": ("postgres", 5432)}
 SERVICE_UID = 65532
 # The original app's NodePorts, kept by dev.
 NODE_PORTS = {"vote": 31000, "result": 31001}
-# The Ingress controller the network policies admit (ingress-nginx's standard install).
-INGRESS_CONTROLLER = ({"kubernetes.io/metadata.name": "ingress-nginx"},
-                      {"app.kubernetes.io/name": "ingress-nginx"})
+# The Gateway API implementation of the dev overlay (dev/gateway.yaml), whose proxies the
+# network policies admit: Envoy Gateway, in its standard namespace.
+ENVOY_GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 # Every kind the manifests may hold: kubernetes-validate only warns about a kind it has no
 # schema for, so an unknown kind (or a misspelt apiVersion) is refused here.
 KNOWN_KINDS = {
     ("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
     ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
-    ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("gateway.networking.k8s.io/v1", "GatewayClass"), ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
 }
 
@@ -1052,23 +1058,27 @@ def nginx_locations() -> list[dict]:
     """The `location` blocks of nginx/routes.conf: modifier, path and directives."""
     text = re.sub(r"#[^\n]*", "", (REPO / "nginx/routes.conf").read_text())
     found = []
-    for m in re.finditer(r"location\s+(=\s+)?(\S+)\s*\{(.*?)\}", text, re.S):
+    for m in re.finditer(r"location\s+(?:(=|~)\s+)?(\S+)\s*\{(.*?)\}", text, re.S):
         directives = {}
         for line in m.group(3).split(";"):
             words = line.split()
             if words:
                 directives.setdefault(words[0], []).append(words[1:])
-        found.append({"exact": bool(m.group(1)), "path": m.group(2), "directives": directives})
+        found.append({"exact": m.group(1) == "=", "regex": m.group(1) == "~", "path": m.group(2),
+                      "directives": directives})
     return found
 
 
 def nginx_route(uri: str, locations: list[dict]):
     """What nginx/routes.conf does with `uri`: ("proxy", upstream, path, timeouts) or
-    ("return", code, target) -- exact locations first, then the longest prefix."""
+    ("return", code, target) -- exact locations first, then the first regular expression that
+    matches, then the longest prefix."""
     exact = [loc for loc in locations if loc["exact"] and loc["path"] == uri]
-    prefixes = sorted((loc for loc in locations if not loc["exact"] and uri.startswith(loc["path"])),
+    regexes = [loc for loc in locations if loc["regex"] and re.search(loc["path"], uri)]
+    prefixes = sorted((loc for loc in locations
+                       if not loc["exact"] and not loc["regex"] and uri.startswith(loc["path"])),
                       key=lambda loc: len(loc["path"]), reverse=True)
-    location = (exact or prefixes or [None])[0]
+    location = (exact or regexes or prefixes or [None])[0]
     if location is None:
         return None
     d = location["directives"]
@@ -1090,106 +1100,198 @@ def nginx_route(uri: str, locations: list[dict]):
     return ("proxy", upstream, path, timeouts)
 
 
-def ingress_route(uri: str, ingresses: dict, services: dict):
-    """What ingress-nginx does with `uri` for these Ingresses (regex paths, longest first,
-    case-insensitive, rewrite-target with $n): (service, port, path, timeouts), or None."""
+def service_paths(name: str) -> set[str]:
+    """The paths a service answers, from the table at the top of its routes.rs."""
+    text = (REPO / "crates" / name / "src" / "routes.rs").read_text()
+    return set(re.findall(r"^//! \|[^|]*\| `(/[^`]*)`", text, re.M))
+
+
+def gateway_parents(route: dict) -> list[tuple[str, str]]:
+    """(namespace, name) of the Gateways an HTTPRoute attaches to."""
+    home = route["metadata"].get("namespace", "default")
+    return [(ref.get("namespace", home), ref["name"]) for ref in route["spec"].get("parentRefs") or []
+            if ref.get("kind", "Gateway") == "Gateway"
+            and ref.get("group", "gateway.networking.k8s.io") == "gateway.networking.k8s.io"]
+
+
+def prefix_matches(prefix: str, uri: str) -> bool:
+    """Gateway API PathPrefix: element by element, a trailing slash ignored."""
+    p = prefix.rstrip("/")
+    return p == "" or uri == p or uri.startswith(p + "/")
+
+
+def gateway_route(uri: str, routes: dict, services: dict):
+    """What a Gateway API implementation does with `GET uri` for these HTTPRoutes: Exact
+    matches first, then the longest PathPrefix. ("redirect", code, path),
+    ("proxy", service, port, path, timeouts), or None (no route: 404)."""
     candidates = []
-    for ingress in ingresses.values():
-        notes = ingress["metadata"].get("annotations") or {}
-        for rule in ingress["spec"].get("rules") or []:
-            for p in (rule.get("http") or {}).get("paths") or []:
-                candidates.append((p, notes))
-    candidates.sort(key=lambda c: len(c[0]["path"]), reverse=True)
-    for p, notes in candidates:
-        regex = notes.get("nginx.ingress.kubernetes.io/use-regex") == "true"
-        m = re.match(p["path"] if regex else re.escape(p["path"]), uri, re.I)
-        if not m:
-            continue
-        path = uri
-        target = notes.get("nginx.ingress.kubernetes.io/rewrite-target")
-        if target:
-            path = re.sub(r"\$(\d)", lambda g: m.group(int(g.group(1))) or "", target)
-        backend = p["backend"]["service"]
-        service = services.get(backend["name"], {})
-        port = backend["port"].get("number")
-        if port is None:
-            port = next((sp["port"] for sp in service.get("spec", {}).get("ports", [])
-                         if sp.get("name") == backend["port"].get("name")), None)
-        timeouts = {f"proxy_{k}_timeout": int(notes[f"nginx.ingress.kubernetes.io/proxy-{k}-timeout"])
-                    for k in ("read", "send") if f"nginx.ingress.kubernetes.io/proxy-{k}-timeout" in notes}
-        return (backend["name"], port, path, timeouts)
-    return None
+    for route in routes.values():
+        for rule in route["spec"].get("rules") or []:
+            for match in rule.get("matches") or [{}]:
+                path = match.get("path") or {"type": "PathPrefix", "value": "/"}
+                kind, value = path.get("type", "PathPrefix"), path.get("value", "/")
+                if kind == "Exact" and uri == value:
+                    candidates.append(((1, len(value)), value, kind, rule))
+                elif kind == "PathPrefix" and prefix_matches(value, uri):
+                    candidates.append(((0, len(value.rstrip("/"))), value, kind, rule))
+                elif kind not in ("Exact", "PathPrefix"):
+                    raise ValueError(f"path match {kind} is not modelled")
+    if not candidates:
+        return None
+    _, value, kind, rule = max(candidates, key=lambda c: c[0])
+    path = uri
+    for f in rule.get("filters") or []:
+        if f["type"] == "RequestRedirect":
+            modifier = f["requestRedirect"].get("path") or {}
+            target = modifier.get("replaceFullPath", uri)
+            return ("redirect", f["requestRedirect"].get("statusCode", 302), target)
+        if f["type"] == "URLRewrite":
+            modifier = (f["urlRewrite"].get("path") or {})
+            if modifier.get("type") == "ReplaceFullPath":
+                path = modifier["replaceFullPath"]
+            elif modifier.get("type") == "ReplacePrefixMatch":
+                rest = uri[len(value.rstrip("/")):] if kind == "PathPrefix" else ""
+                path = (modifier["replacePrefixMatch"].rstrip("/") + rest) or "/"
+    backends = rule.get("backendRefs") or []
+    if len(backends) != 1:
+        return ("proxy", None, None, path, rule.get("timeouts") or {})
+    ref = backends[0]
+    return ("proxy", ref["name"], ref.get("port"), path, rule.get("timeouts") or {})
+
+
+def gateway_seconds(value: str) -> int:
+    """A Gateway API duration (1h, 30s, 500ms, 1h30m) in whole seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+)(ms|h|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"not a Gateway API duration: {value!r}")
+    return int(sum(int(n) * units[u] for n, u in parts))
+
+
+# Nginx's proxy_read_timeout and proxy_send_timeout when a location sets none.
+NGINX_DEFAULT_TIMEOUT = 60
 
 
 def check_kubernetes_routes(where: str, docs) -> None:
-    """The Ingresses route as nginx/routes.conf does, with its limits."""
-    ingresses = objects(docs, "Ingress")
+    """The HTTPRoutes route as nginx/routes.conf does: the same redirects, services, paths and
+    the WebSocket kept open; what routes.conf hides stays hidden; every route attaches to the
+    one Gateway, rendered (dev) or named with its namespace (prod)."""
+    routes = objects(docs, "HTTPRoute")
     services = objects(docs, "Service")
-    if not ingresses:
-        fail(where, "no Ingress")
+    if not routes:
+        fail(where, "no HTTPRoute")
         return
     locations = nginx_locations()
     samples = {"/", "/other", "/voter/", "/votes", "/results/x"}
     for loc in locations:
-        if loc["path"] != "/":
+        if loc["path"] != "/" and not loc["regex"]:
             samples |= {loc["path"], loc["path"] + "x", loc["path"] + "api/vote", loc["path"] + "ws"}
+    for name in ("vote", "result"):
+        samples |= {f"/{name}/{p}" for p in ("healthz", "readyz", "metrics")}
     for uri in sorted(samples):
         want = nginx_route(uri, locations)
-        got = ingress_route(uri, ingresses, services)
-        if want and want[0] == "return":
-            code, target = want[1], want[2]
-            if code == 404:
-                if got is not None:
-                    fail(where, f"{uri}: routed to {got[0]}, routes.conf answers 404")
-            elif uri == "/":
-                roots = {(i["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/app-root")
-                         for i in ingresses.values()}
-                if target not in roots:
-                    fail(where, f"/: no Ingress redirects to {target} (app-root), as routes.conf does")
-            elif got is not None:
-                # /vote and /result: routes.conf adds the slash; ingress-nginx cannot redirect to
-                # a relative URL, so the Ingress answers 404 (docs/kubernetes.md). Never route them as is.
-                fail(where, f"{uri}: routed to {got[0]} as {got[2]}; routes.conf redirects to {target}")
-            continue
+        got = gateway_route(uri, routes, services)
         if want is None:
             continue
-        _, upstream, path, timeouts = want
-        if got is None:
-            fail(where, f"{uri}: no Ingress path takes it; routes.conf passes it to {upstream} as {path}")
+        if want[0] == "return":
+            code, target = want[1], (want[2] or "").replace("$is_args$args", "")
+            if code == 404:
+                # No route (the gateway's 404), or one to a path the service does not answer.
+                if got and got[0] == "redirect":
+                    fail(where, f"{uri}: redirected to {got[2]}, routes.conf answers 404")
+                elif got and got[0] == "proxy" and got[3] in service_paths(got[1] or ""):
+                    fail(where, f"{uri}: reaches {got[1]}'s {got[3]}, which routes.conf hides (404)")
+            elif got is None or got[:3] != ("redirect", code, target):
+                fail(where, f"{uri}: {got or 'no route'}; routes.conf answers {code} to {target}")
             continue
-        service, port, got_path, got_timeouts = got
+        _, upstream, path, timeouts = want
+        if got is None or got[0] != "proxy":
+            fail(where, f"{uri}: {got or 'no route'}; routes.conf passes it to {upstream} as {path}")
+            continue
+        _, service, port, got_path, got_timeouts = got
         if (service, port, got_path) != (upstream, SERVICES.get(upstream), path):
             fail(where, f"{uri}: goes to {service}:{port} as {got_path}, "
                         f"routes.conf to {upstream}:{SERVICES.get(upstream)} as {path}")
-        if got_timeouts != timeouts:
-            fail(where, f"{uri}: timeouts {got_timeouts or 'default'}, routes.conf has {timeouts or 'the default'}")
-    body = re.search(r"^\s*client_max_body_size\s+(\S+);", (REPO / "nginx/http.conf").read_text(), re.M)
-    for name, ingress in ingresses.items():
-        notes = ingress["metadata"].get("annotations") or {}
-        if body and notes.get("nginx.ingress.kubernetes.io/proxy-body-size") != body.group(1):
-            fail(where, f"Ingress {name}: proxy-body-size is not nginx/http.conf's "
-                        f"client_max_body_size {body.group(1)}")
-        if not ingress["spec"].get("ingressClassName"):
-            fail(where, f"Ingress {name}: no ingressClassName")
-        regex = notes.get("nginx.ingress.kubernetes.io/use-regex") == "true"
-        for rule in ingress["spec"].get("rules") or []:
-            for p in (rule.get("http") or {}).get("paths") or []:
-                # ingress-nginx refuses a regular expression in a Prefix or Exact path.
-                types = {"ImplementationSpecific"} | (set() if regex else {"Exact", "Prefix"})
-                if p.get("pathType") not in types:
-                    fail(where, f"Ingress {name}: path {p.get('path')} has pathType "
-                                f"{p.get('pathType')!r}, not one of {sorted(types)}")
+        spec_port = [p["port"] for p in (services.get(service) or {}).get("spec", {}).get("ports", [])]
+        if port not in spec_port:
+            fail(where, f"{uri}: backend {service}:{port} is not a port of the Service {service}")
+        # Nginx's timeouts are between two reads; a route's are for the whole exchange, the
+        # upgraded stream included. Longer than Nginx's default: no limit at all ("0s").
+        idle = max(timeouts.values(), default=NGINX_DEFAULT_TIMEOUT)
+        for key in ("request", "backendRequest"):
+            value = got_timeouts.get(key)
+            if idle > NGINX_DEFAULT_TIMEOUT and value is not None and gateway_seconds(value) != 0:
+                fail(where, f"{uri}: timeouts.{key} {value} would cut a stream that routes.conf "
+                            f"keeps open while frames flow ({idle} s between them): use 0s")
+            if idle > NGINX_DEFAULT_TIMEOUT and key == "request" and value is None:
+                fail(where, f"{uri}: no timeouts.request: the implementation's default (Envoy: "
+                            f"15 s) would cut a stream that routes.conf keeps open: use 0s")
+            if idle <= NGINX_DEFAULT_TIMEOUT and value is not None:
+                fail(where, f"{uri}: timeouts.{key} {value}, routes.conf has the default")
+
+    # Every route attaches to the one Gateway, which admits it.
+    parents = {parent for route in routes.values() for parent in gateway_parents(route)}
+    for name, route in routes.items():
+        if len(gateway_parents(route)) != 1:
+            fail(where, f"HTTPRoute {name}: attaches to {gateway_parents(route)}, not one Gateway")
+    if len(parents) != 1:
+        fail(where, f"the HTTPRoutes attach to {sorted(parents)}, not one Gateway")
+        return
+    (namespace, gateway), = parents
+    gateways = {(g["metadata"].get("namespace", "default"), g["metadata"]["name"]): g
+                for g in docs if g.get("kind") == "Gateway"}
+    if gateways and (namespace, gateway) not in gateways:
+        fail(where, f"the HTTPRoutes attach to the Gateway {namespace}/{gateway}, which is not "
+                    f"the one rendered ({sorted(gateways)})")
+    for g in gateways.values():
+        classes = objects(docs, "GatewayClass")
+        cls = classes.get(g["spec"].get("gatewayClassName"))
+        if not cls:
+            fail(where, f"Gateway {g['metadata']['name']}: no GatewayClass "
+                        f"{g['spec'].get('gatewayClassName')} rendered")
+        elif cls["spec"].get("controllerName") != ENVOY_GATEWAY_CONTROLLER:
+            fail(where, f"GatewayClass {cls['metadata']['name']}: controller "
+                        f"{cls['spec'].get('controllerName')}, not Envoy Gateway's (the dev "
+                        f"overlay's implementation, whose proxies the network policies admit)")
+        admitted = [ls for ls in g["spec"].get("listeners") or []
+                    if ls.get("protocol") == "HTTP" and
+                    ((ls.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
+                    in ("Same", "All")]
+        if not admitted:
+            fail(where, f"Gateway {g['metadata']['name']}: no HTTP listener admits the routes")
+    if not gateways and namespace == next(iter(routes.values()))["metadata"].get("namespace"):
+        fail(where, f"the HTTPRoutes attach to {namespace}/{gateway}, but no Gateway is rendered "
+                    "and none is named in another namespace (the cluster's)")
+
+
+def gateway_data_plane(docs) -> tuple[dict, dict]:
+    """(namespace labels, pod labels) of the proxies Envoy Gateway runs for the Gateway the
+    HTTPRoutes attach to: in its own namespace, labelled with the Gateway's name and
+    namespace. Another implementation needs its own rule here."""
+    parents = {p for r in objects(docs, "HTTPRoute").values() for p in gateway_parents(r)}
+    namespace, name = sorted(parents)[0] if parents else ("", "")
+    return ({"kubernetes.io/metadata.name": ENVOY_GATEWAY_NAMESPACE},
+            {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+             "gateway.envoyproxy.io/owning-gateway-name": name,
+             "gateway.envoyproxy.io/owning-gateway-namespace": namespace})
 
 
 def check_network_policies(where: str, docs, open_frontends: bool) -> None:
-    """Who can reach whom under the NetworkPolicies: only the Ingress controller reaches vote
+    """Who can reach whom under the NetworkPolicies: only the gateway's data plane reaches vote
     and result (in dev, anything: its NodePorts), nothing reaches the worker, only vote and
-    worker reach Redis, only worker and result reach PostgreSQL."""
+    worker reach Redis, only worker and result reach PostgreSQL. Neither a proxy of another
+    Gateway of the same implementation nor a pod that copies the proxies' labels in another
+    namespace gets in."""
     namespace = next((d["metadata"]["name"] for d in docs if d.get("kind") == "Namespace"), "default")
     pods = {name: labels_of(t) for name, (_, t) in workloads(docs).items()}
     home = {"kubernetes.io/metadata.name": namespace}
     sources = {name: (home, labels, "198.51.100.10") for name, labels in pods.items()}
-    sources["ingress"] = (*INGRESS_CONTROLLER, "198.51.100.20")
+    plane_ns, plane_pod = gateway_data_plane(docs)
+    sources["gateway"] = (plane_ns, plane_pod, "198.51.100.20")
+    sources["proxy of another Gateway"] = (
+        plane_ns, dict(plane_pod, **{"gateway.envoyproxy.io/owning-gateway-name": "other"}), "198.51.100.21")
+    sources["look-alike in another namespace"] = (
+        {"kubernetes.io/metadata.name": "elsewhere"}, plane_pod, "198.51.100.22")
     sources["pod of another namespace"] = ({"kubernetes.io/metadata.name": "elsewhere"}, {}, "198.51.100.30")
     sources["outside"] = (None, None, "192.0.2.1")
     policies = list(objects(docs, "NetworkPolicy").values())
@@ -1230,8 +1332,8 @@ def check_network_policies(where: str, docs, open_frontends: bool) -> None:
         return False
 
     everyone = set(sources)
-    want = {"vote": everyone if open_frontends else {"ingress"},
-            "result": everyone if open_frontends else {"ingress"},
+    want = {"vote": everyone if open_frontends else {"gateway"},
+            "result": everyone if open_frontends else {"gateway"},
             "worker": set(), "redis": {"vote", "worker"}, "postgres": {"worker", "result"}}
     for target, (_, template) in workloads(docs).items():
         for container in (template.get("spec") or {}).get("containers") or []:
@@ -1465,8 +1567,7 @@ def check_kubernetes_overlay(overlay: str, allowed: set[str], default_path: str)
             if any(v.upper().endswith("PASSWORD") for v in env):
                 fail(where, f"{name}: a password in the environment")
 
-    check_kubernetes_routes(where, docs)
-    check_network_policies(where, docs, open_frontends=overlay == "dev")
+    check_routing(where, docs, open_frontends=overlay == "dev")
 
     # What each overlay is for.
     secrets = objects(docs, "Secret")
@@ -1510,6 +1611,93 @@ def check_kubernetes_overlay(overlay: str, allowed: set[str], default_path: str)
                 fail(where, f"{name}: no VOTING_REDIS__PASSWORD_FILE (a managed Redis takes a password)")
 
 
+def check_routing(where: str, docs, open_frontends: bool) -> None:
+    """The routes and who reaches the services, and nothing of ingress-nginx (retired in March
+    2026): neither an Ingress nor its annotations or labels."""
+    check_kubernetes_routes(where, docs)
+    check_network_policies(where, docs, open_frontends)
+    if objects(docs, "Ingress"):
+        fail(where, f"Ingresses {sorted(objects(docs, 'Ingress'))}: routing is the Gateway API's")
+    text = yaml.safe_dump_all(list(docs))
+    for word in ("ingress-nginx", "nginx.ingress.kubernetes.io"):
+        if word in text:
+            fail(where, f"names {word}")
+
+
+def routing_breakages(dev, prod):
+    """Broken copies of the rendered overlays, each of which check_routing must refuse:
+    (what, docs, open_frontends)."""
+    def copy(docs):
+        return [json.loads(json.dumps(d)) for d in docs]
+
+    def rule(docs, route, path):
+        spec = next(d for d in docs if d.get("kind") == "HTTPRoute" and d["metadata"]["name"] == route)["spec"]
+        return next(r for r in spec["rules"]
+                    if any((m.get("path") or {}).get("value") == path for m in r.get("matches") or []))
+
+    def peer(docs):
+        policy = next(d for d in docs if d.get("kind") == "NetworkPolicy"
+                      and d["metadata"]["name"] == "frontends-from-gateway")
+        return policy["spec"]["ingress"][0]["from"][0]
+
+    def broken(what, base, change, open_frontends=False):
+        docs = copy(base)
+        change(docs)
+        return (what, docs, open_frontends)
+
+    yield broken("the WebSocket's request timeout left to the implementation", dev,
+                 lambda d: rule(d, "result", "/result/ws").pop("timeouts"), True)
+    yield broken("the WebSocket cut after an hour", dev,
+                 lambda d: rule(d, "result", "/result/ws")["timeouts"].update(request="1h"), True)
+    yield broken("a timeout on the pages that routes.conf does not have", dev,
+                 lambda d: rule(d, "vote", "/vote/").update(timeouts={"request": "10s"}), True)
+    yield broken("/result/ sent to vote", dev,
+                 lambda d: rule(d, "result", "/result/")["backendRefs"][0].update(name="vote", port=8082), True)
+    yield broken("/vote/ without its prefix stripped", dev,
+                 lambda d: rule(d, "vote", "/vote/").pop("filters"), True)
+    yield broken("a backend port the Service does not have", dev,
+                 lambda d: rule(d, "vote", "/vote/")["backendRefs"][0].update(port=8080), True)
+    yield broken("no redirect of /", dev,
+                 lambda d: rule(d, "vote", "/")["matches"][0]["path"].update(value="/index"), True)
+    yield broken("/vote redirected with 302", dev,
+                 lambda d: rule(d, "vote", "/vote")["filters"][0]["requestRedirect"].update(statusCode=302), True)
+    yield broken("vote's /metrics published", dev,
+                 lambda d: rule(d, "vote", "/vote/metrics").update(matches=[{"path": {"type": "Exact", "value": "/vote/x"}}]), True)
+    yield broken("a route attached to another Gateway", dev,
+                 lambda d: next(x for x in d if x.get("kind") == "HTTPRoute")["spec"]["parentRefs"][0].update(name="other"), True)
+    yield broken("a Gateway of another implementation than the proxies admitted", dev,
+                 lambda d: next(x for x in d if x.get("kind") == "GatewayClass")["spec"].update(controllerName="example.com/other"), True)
+    yield broken("prod's routes attached to a Gateway of their own namespace that is not rendered", prod,
+                 lambda d: [r["spec"]["parentRefs"][0].pop("namespace") for r in d if r.get("kind") == "HTTPRoute"])
+    yield broken("the proxies of every Gateway admitted", prod,
+                 lambda d: peer(d)["podSelector"]["matchLabels"].pop("gateway.envoyproxy.io/owning-gateway-name"))
+    yield broken("the proxies' labels admitted from any namespace", prod,
+                 lambda d: peer(d).update(namespaceSelector={}))
+    yield broken("the gateway's proxies left out", prod,
+                 lambda d: peer(d)["podSelector"]["matchLabels"].update({"gateway.envoyproxy.io/owning-gateway-name": "x"}))
+    yield broken("an ingress-nginx annotation", prod,
+                 lambda d: next(x for x in d if x.get("kind") == "HTTPRoute")["metadata"].update(
+                     annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "8k"}))
+
+
+def check_routing_checker() -> None:
+    """check_routing accepts both overlays as rendered and refuses each broken copy."""
+    global failures
+    dev, prod = render("dev"), render("prod")
+    count = 0
+    for what, docs, open_frontends in routing_breakages(dev, prod):
+        count += 1
+        kept, failures = failures, []
+        try:
+            check_routing("broken copy", docs, open_frontends)
+        finally:
+            found, failures = failures, kept
+        if not found:
+            fail("scripts/check_deploy.py", f"the routing check accepts a broken copy: {what}")
+    if count < 16:
+        fail("scripts/check_deploy.py", f"only {count} broken copies were tried")
+
+
 def check_kubernetes() -> None:
     allowed = config_env_names()
     default_path = health_default_path()
@@ -1531,6 +1719,8 @@ def main() -> int:
               check_flake_lock)
     run_check("compose, process-compose, Nix images, Dockerfile and Nginx agree",
               check_consistency)
+    run_check("the Kubernetes routing check refuses broken copies (timeouts, backends, redirects, "
+              "hidden paths, Gateway, network policy peers, ingress-nginx)", check_routing_checker)
     run_check("Kubernetes overlays: the same names, ports, variables, probes, images and routes; "
               "probes, limits and securityContext in every pod; network policies", check_kubernetes)
     for failure in failures:

@@ -410,8 +410,9 @@ pub fn method_not_allowed(allow: &'static str) -> Resp {
     resp
 }
 
-/// Prometheus text.
-pub fn metrics(body: String) -> Resp {
+/// Prometheus text, followed by the process's open-file gauges ([`crate::nofile::exposition`]).
+pub fn metrics(mut body: String) -> Resp {
+    body.push_str(&crate::nofile::exposition());
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

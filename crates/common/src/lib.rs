@@ -14,6 +14,8 @@
 //! - [`http`]: serving hyper connections with limits and graceful shutdown, plus small
 //!   response helpers.
 //! - [`metrics`]: Prometheus text exposition for plain atomic counters.
+//! - [`nofile`]: the open-file limit: raised to the hard limit at start, logged, checked
+//!   against the configured caps, and shown in `/metrics`.
 //! - [`telemetry`]: tracing setup (text or JSON).
 //! - [`service`]: what every `main.rs` does (arguments, config, exit code 2, signals).
 //! - [`healthcheck`]: the `healthcheck [URL]` subcommand of every service binary, for
@@ -28,6 +30,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;
+pub mod nofile;
 pub mod options;
 pub mod origin;
 pub mod pools;

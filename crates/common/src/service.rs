@@ -167,6 +167,7 @@ where
         }
     };
     crate::telemetry::init(config.log.format);
+    crate::nofile::raise_and_check(service, &config);
     let threads = match config.threads {
         0 => service.default_threads(),
         n => n,

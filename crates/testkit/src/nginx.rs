@@ -47,8 +47,8 @@ pub struct Nginx {
     child: Option<Child>,
     port: u16,
     binary: PathBuf,
-    vote: SocketAddr,
-    result: SocketAddr,
+    vote: Vec<SocketAddr>,
+    result: Vec<SocketAddr>,
     dir: TempDir,
 }
 
@@ -61,6 +61,16 @@ impl Nginx {
     /// configuration is refused, or when Nginx does not listen within 10 s (the error includes
     /// the end of its error log).
     pub fn start(vote: SocketAddr, result: SocketAddr) -> anyhow::Result<Nginx> {
+        Nginx::start_many(&[vote], &[result])
+    }
+
+    /// [`Nginx::start`] with several replicas of each service: each upstream block lists them
+    /// all, and Nginx spreads the connections round-robin.
+    ///
+    /// # Errors
+    ///
+    /// As [`Nginx::start`].
+    pub fn start_many(vote: &[SocketAddr], result: &[SocketAddr]) -> anyhow::Result<Nginx> {
         let binary = find_binary("nginx")?;
         let routes = project_nginx_dir().join("routes.conf");
         anyhow::ensure!(
@@ -73,8 +83,8 @@ impl Nginx {
             child: None,
             port: 0, // chosen below
             binary,
-            vote,
-            result,
+            vote: vote.to_vec(),
+            result: result.to_vec(),
             dir,
         };
         launch_on_a_free_port("nginx", |port| {
@@ -82,6 +92,49 @@ impl Nginx {
             nginx.launch()
         })?;
         Ok(nginx)
+    }
+
+    /// Points the upstreams at these replicas, as an operator scales a service: rewrites the
+    /// configuration and reloads it (SIGHUP). Returns once the new worker runs and the old
+    /// one accepts no more; it finishes the requests and WebSockets it holds, then exits.
+    ///
+    /// # Errors
+    ///
+    /// When Nginx is not running, the signal cannot be sent, or no new worker starts within
+    /// 10 s.
+    pub fn set_upstreams(
+        &mut self,
+        vote: &[SocketAddr],
+        result: &[SocketAddr],
+    ) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().context("nginx is not running")?.id();
+        self.vote = vote.to_vec();
+        self.result = result.to_vec();
+        let conf = self.dir.path().join("nginx.conf");
+        std::fs::write(&conf, self.config())
+            .with_context(|| format!("cannot write {}", conf.display()))?;
+        // A new worker started, and the old one stopped accepting (it finishes what it holds).
+        let count = |log: &str| {
+            (
+                log.matches("start worker process ").count(),
+                log.matches("gracefully shutting down").count(),
+            )
+        };
+        let before = count(&std::fs::read_to_string(self.error_log()).unwrap_or_default());
+        send_signal(pid, "HUP")?;
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let now = count(&std::fs::read_to_string(self.error_log()).unwrap_or_default());
+            if now.0 > before.0 && now.1 > before.1 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nginx started no new worker within {READY_DEADLINE:?} of the reload\n{}",
+                log_tail(&self.error_log())
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
     }
 
     /// The port Nginx listens on (127.0.0.1).
@@ -146,14 +199,12 @@ http {{
 
     # Idle upstream connections kept as in nginx/native.conf and nginx/nginx.conf.
     upstream vote {{
-        server {vote};
-        keepalive 128;
+{vote}        keepalive 128;
         keepalive_timeout 5s;
     }}
 
     upstream result {{
-        server {result};
-        keepalive 128;
+{result}        keepalive 128;
         keepalive_timeout 5s;
     }}
 
@@ -165,8 +216,8 @@ http {{
     }}
 }}
 "#,
-            vote = self.vote,
-            result = self.result,
+            vote = servers(&self.vote),
+            result = servers(&self.result),
             port = self.port,
         );
         conf
@@ -235,6 +286,14 @@ http {{
             std::thread::sleep(POLL_INTERVAL);
         }
     }
+}
+
+/// One `server` line of an upstream block per address.
+fn servers(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|addr| format!("        server {addr};\n"))
+        .collect()
 }
 
 impl Drop for Nginx {

@@ -174,12 +174,36 @@ impl ServiceProcess {
         env: &[(&str, String)],
         run_as: Option<(u32, u32)>,
     ) -> anyhow::Result<ServiceProcess> {
+        ServiceProcess::spawn_with_soft_nofile(exe, env, run_as, None)
+    }
+
+    /// [`ServiceProcess::spawn`], started by `sh` with its soft limit of open files lowered
+    /// to `soft_nofile` first (`ulimit -Sn`), as many container runtimes start a process.
+    ///
+    /// # Errors
+    ///
+    /// When the binary cannot be started.
+    pub fn spawn_with_soft_nofile(
+        exe: &Path,
+        env: &[(&str, String)],
+        run_as: Option<(u32, u32)>,
+        soft_nofile: Option<u64>,
+    ) -> anyhow::Result<ServiceProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
         let (exe, copy) = match run_as {
             Some((uid, gid)) => reachable_binary(exe, uid, gid)?,
             None => (exe.to_path_buf(), None),
         };
-        let mut cmd = Command::new(&exe);
+        let mut cmd = match soft_nofile {
+            None => Command::new(&exe),
+            Some(soft) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -Sn {soft} && exec \"$0\""))
+                    .arg(&exe);
+                sh
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("VOTING_LISTEN", addr.to_string())

@@ -45,6 +45,8 @@ pub enum Scenario {
     Freshness,
     /// 10,000 sockets on one result process.
     Sockets,
+    /// Vote and result replicas added and removed under load behind Nginx.
+    Scale,
     /// The worker draining 100,000 queued votes.
     Drain,
     /// The one-process `voting` binary under the same vote load.
@@ -52,13 +54,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Idle,
         Scenario::Vote,
         Scenario::Form,
         Scenario::Tally,
         Scenario::Freshness,
         Scenario::Sockets,
+        Scenario::Scale,
         Scenario::Drain,
         Scenario::Voting,
     ];
@@ -71,6 +74,7 @@ impl Scenario {
             Scenario::Tally => "tally",
             Scenario::Freshness => "freshness",
             Scenario::Sockets => "sockets",
+            Scenario::Scale => "scale",
             Scenario::Drain => "drain",
             Scenario::Voting => "voting",
         }
@@ -131,6 +135,8 @@ Scenarios (all by default, in this order):
   tally       GET /result/api/tally through Nginx (wrk), against the same reference
   freshness   vote 202 -> WebSocket frame, one vote at a time, then under 5,000 votes/s
   sockets     10,000 WebSockets on one result process: all updated, RSS, last frame
+  scale       2 vote and 2 result replicas behind Nginx, 1,000 reconnecting WebSockets,
+              2,000 votes/s: a replica of each added, then one removed (SIGTERM)
   drain       the worker draining 100,000 queued votes, against one INSERT ... unnest
   voting      the one-process voting binary under the vote load
 
@@ -138,6 +144,8 @@ Options:
   --quick             3 s loads, 2,000 sockets, 50 probes (a smoke run; figures are rough)
   --only A,B,...      run only these scenarios (prints the table, writes nothing)
   --duration D        each timed load, e.g. 5s [default: 10s]
+  --sockets N         sockets of the sockets scenario [default: 10000]; each takes an open
+                      file in this process and one in result's (19000 fits a limit of 20000)
   --no-write          print the table only
   --output PATH       the Markdown file to update [default: docs/benchmarks.md]
   --no-build          use the release binaries as they are
@@ -224,6 +232,7 @@ fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command, UsageE
     let mut quick = false;
     let mut only: Option<Vec<Scenario>> = None;
     let mut duration = None;
+    let mut sockets = None;
     let mut write = true;
     let mut output = None;
     let mut build = true;
@@ -251,6 +260,15 @@ fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command, UsageE
                     return Err(usage("--duration: from 500ms to 5m"));
                 }
                 duration = Some(d);
+            }
+            "--sockets" => {
+                let v = value()?;
+                sockets = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=100_000).contains(n))
+                        .ok_or_else(|| usage("--sockets: from 1 to 100000"))?,
+                );
             }
             "--only" => {
                 let list = value()?;
@@ -288,7 +306,7 @@ fn parse_bench(mut args: impl Iterator<Item = String>) -> Result<Command, UsageE
         scenarios,
         duration: duration.unwrap_or(default_duration),
         drain_votes: 100_000,
-        sockets: if quick { 2_000 } else { 10_000 },
+        sockets: sockets.unwrap_or(if quick { 2_000 } else { 10_000 }),
         probes: if quick { 50 } else { 200 },
         write,
         build,

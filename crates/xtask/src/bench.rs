@@ -17,6 +17,7 @@ use crate::feed::{self, Prober};
 use crate::load::{self, Load, WrkMode};
 use crate::machine;
 use crate::markdown::{Row, ms, thousands};
+use crate::scale;
 use crate::stack::{self, Service, Stack};
 
 /// Connections of the load runs: the 64.
@@ -34,8 +35,9 @@ pub async fn run(args: &Bench) -> anyhow::Result<Vec<Row>> {
         .join("release");
     let has = |s: Scenario| args.scenarios.contains(&s);
     if has(Scenario::Sockets) {
-        // Each side of a socket is in its own process: the bench and result each hold one.
-        let need = args.sockets as u64 + 4096;
+        // Each side of a socket is in its own process: the bench and result each hold one
+        // (result raises its own limit to the hard one).
+        let need = args.sockets as u64 + 512;
         let got = stack::raise_fd_limit(need);
         anyhow::ensure!(
             got >= need,
@@ -148,6 +150,9 @@ impl Run<'_> {
         }
         if self.has(Scenario::Sockets) {
             self.sockets(&split).await?;
+        }
+        if self.has(Scenario::Scale) {
+            self.scale().await?;
         }
         if self.has(Scenario::Drain) {
             self.drain().await?;
@@ -451,13 +456,17 @@ impl Run<'_> {
         let ws = format!("ws://{}/ws", split.result.addr);
         let mut prober = Prober::open(split.vote.addr, "/api/vote").await?;
         let pid = split.result.proc.pid();
+        let before = machine::rss_mb(pid);
         let mut rss = 0.0;
-        let f = feed::fanout(&ws, count, &mut prober, || rss = machine::rss_mb(pid)).await?;
+        let f = feed::fanout(&ws, count, &mut prober, || rss = machine::rss_mb(pid))
+            .await
+            .with_context(|| split.result.proc.log_tail())?;
+        let per_socket_kib = (rss - before) * 1024.0 / count as f64;
         self.rows.push(
             Row::new(
                 format!("{} WebSockets on one result process", thousands(count as f64)),
                 format!(
-                    "{} of {} updated; RSS {rss:.1} MB; vote `202` -> frame on the last socket {}; opened in {:.1} s",
+                    "{} of {} updated; RSS {rss:.1} MB ({before:.1} MB before: {per_socket_kib:.2} KiB a socket); vote `202` -> frame on the last socket {}; opened in {:.1} s",
                     thousands(f.updated as f64),
                     thousands(f.sockets as f64),
                     ms(f.last_ms),
@@ -467,6 +476,61 @@ impl Run<'_> {
             .goal(
                 "all updated, RSS < 100 MB, last frame < 1 s",
                 f.updated == f.sockets && rss < 100.0 && f.last_ms < 1000.0,
+            ),
+        );
+        Ok(())
+    }
+
+    /// Replicas added and removed under load ([`scale`]): the split worker keeps draining.
+    async fn scale(&mut self) -> anyhow::Result<()> {
+        const REPLICAS: usize = 2;
+        const SOCKETS: usize = 1_000;
+        const RATE: u64 = 2_000;
+        // Long enough for the drain of the removed replica before the load ends.
+        let duration = self
+            .args
+            .duration
+            .max(2 * scale::DRAIN + Duration::from_secs(4));
+        self.progress(&format!(
+            "scale: {REPLICAS} vote and {REPLICAS} result replicas behind Nginx, {SOCKETS} sockets, {RATE} votes/s"
+        ));
+        let s = scale::run(&self.stack, REPLICAS, SOCKETS, RATE, duration).await?;
+        let rss: Vec<String> = s.result_rss_mb.iter().map(|r| format!("{r:.1}")).collect();
+        // A reload of Nginx closes its idle keep-alive connections to the clients; a client
+        // that sent a request on one at that moment sees it broken, unanswered (a proxy
+        // configured through an API, as a Gateway's, changes its endpoints without that).
+        // Every other failure counts.
+        let lost_none = s.load.failed == s.load.broken && s.load.lost == Some(0);
+        self.rows.push(
+            Row::new(
+                format!(
+                    "scaling under load: {n} → {} → {n} replicas of vote and of result behind Nginx, {} votes/s, {} WebSockets that reopen when closed",
+                    s.replicas + 1,
+                    thousands(RATE as f64),
+                    thousands(s.sockets as f64),
+                    n = s.replicas,
+                ),
+                format!(
+                    "{} votes accepted, {} refused or failed but for {} unanswered on a keep-alive connection that an Nginx reload closed, {} of the accepted missing from PostgreSQL; {} sockets closed by the removed replica, reopened ({} failed attempts), longest closed-to-fresh-tally {}; {} of {} showed the final tally, the last {} after the last vote; result RSS at the end {} MB",
+                    thousands(s.load.accepted as f64),
+                    s.load.failed - s.load.broken,
+                    s.load.broken,
+                    s.load.lost.map_or("(not checked)".to_string(), |n| n.to_string()),
+                    thousands(s.reconnects as f64),
+                    s.failed_opens,
+                    ms(s.longest_gap_ms),
+                    thousands(s.caught_up as f64),
+                    thousands(s.sockets as f64),
+                    ms(s.final_tally_ms),
+                    rss.join(", "),
+                ),
+            )
+            .goal(
+                "none refused, failed or lost (but at Nginx's reloads); every socket back to a fresh tally < 2 s; final tally everywhere < 2 s",
+                lost_none
+                    && s.caught_up == s.sockets
+                    && s.longest_gap_ms < 2000.0
+                    && s.final_tally_ms < 2000.0,
             ),
         );
         Ok(())

@@ -74,7 +74,11 @@ impl Prober {
             .header("host", self.addr.to_string())
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(br#"{"vote":"c"}"#)))?;
-        self.sender.ready().await?;
+        // The service closes a keep-alive connection left idle past its header timeout (as
+        // while many sockets open): a new one then.
+        if self.sender.ready().await.is_err() {
+            *self = Prober::open(self.addr, &self.path).await?;
+        }
         let resp = self.sender.send_request(req).await?;
         let status = resp.status();
         resp.into_body().collect().await?;
@@ -157,7 +161,8 @@ pub async fn fanout(
         // Every socket gets the current snapshot at once.
         let (n, _) = *tokio::time::timeout(Duration::from_secs(30), s.wait_for(|_| true))
             .await
-            .context("a socket got no first frame")??;
+            .context("a socket got no first frame within 30 s")?
+            .context("a socket closed before its first frame")?;
         current = current.max(n);
     }
     while_open();

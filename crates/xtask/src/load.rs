@@ -22,6 +22,12 @@ pub struct Load {
     pub verified: Option<bool>,
     /// With `--verify`: seconds from the last accepted vote until PostgreSQL held them all.
     pub drain_s: Option<f64>,
+    /// With `--verify`: accepted votes missing from PostgreSQL or stored wrong, when the
+    /// check completed.
+    pub lost: Option<u64>,
+    /// Of `failed`: requests whose keep-alive connection the proxy closed under them (no
+    /// answer; loadgen's `broken`).
+    pub broken: u64,
 }
 
 impl Load {
@@ -66,6 +72,10 @@ fn parse_loadgen(json: &str) -> anyhow::Result<Load> {
         p99_ms: num(&["latency_ms", "p99"]).unwrap_or(f64::NAN),
         verified: verify.map(|_| v["ok"].as_bool().unwrap_or(false)),
         drain_s: verify.and_then(|x| x["drain_s"].as_f64()),
+        broken: num(&["errors", "broken"]).unwrap_or(0.0) as u64,
+        lost: verify
+            .filter(|x| x["complete"].as_bool() == Some(true))
+            .map(|x| x["missing"].as_u64().unwrap_or(0) + x["wrong"].as_u64().unwrap_or(0)),
     })
 }
 
@@ -170,6 +180,8 @@ pub fn parse_wrk(output: &str) -> anyhow::Result<Load> {
         p99_ms: field("p99_us")? as f64 / 1000.0,
         verified: None,
         drain_s: None,
+        lost: None,
+        broken: 0,
     })
 }
 

@@ -9,6 +9,7 @@
 //! - [`upstream`]: the trivial upstream of the reference runs.
 //! - [`load`]: loadgen and wrk.
 //! - [`feed`]: WebSockets and probe votes.
+//! - [`scale`]: replicas added and removed under load behind one Nginx.
 //! - [`markdown`]: the table and the generated section of the document.
 //! - [`machine`]: cores, CPU, load average, date, memory.
 
@@ -21,6 +22,7 @@ mod feed;
 mod load;
 mod machine;
 mod markdown;
+mod scale;
 mod stack;
 mod upstream;
 

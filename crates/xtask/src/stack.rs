@@ -38,6 +38,24 @@ impl Proc {
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+
+    /// Stops it as Kubernetes does: SIGTERM, then waits up to `within` for a clean exit.
+    pub fn terminate(mut self, within: Duration) -> anyhow::Result<()> {
+        testkit::signal(self.pid(), "TERM")?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                anyhow::ensure!(status.success(), "{} exited with {status}", self.name);
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not stop within {within:?} of SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -112,6 +130,16 @@ impl Stack {
     /// Starts the release binary `name` (vote, worker, result or voting) on a free port and
     /// waits until its `/readyz` answers 200.
     pub async fn service(&self, name: &str, env: &[(&str, String)]) -> anyhow::Result<Service> {
+        self.service_as(name, name, env).await
+    }
+
+    /// [`Stack::service`], its log named `label` (for several replicas of one service).
+    pub async fn service_as(
+        &self,
+        name: &str,
+        label: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
         let mut all = vec![
             ("VOTING_LISTEN", addr.to_string()),
@@ -121,7 +149,7 @@ impl Stack {
             ("RUST_LOG", "warn".to_string()),
         ];
         all.extend(env.iter().cloned());
-        let mut proc = self.spawn(name, &self.bin.join(name), &[], &all)?;
+        let mut proc = self.spawn(label, &self.bin.join(name), &[], &all)?;
         wait_ready(&mut proc, addr).await?;
         Ok(Service { proc, addr })
     }

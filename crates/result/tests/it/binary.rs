@@ -1,12 +1,14 @@
 //! The `result` binary as an operator runs it: as an unprivileged user, with the PostgreSQL
-//! password in a file, which never shows in its output or its metrics.
+//! password in a file, which never shows in its output or its metrics; and started with a
+//! soft limit of 1,024 open files, as many container runtimes start it.
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use hyper::StatusCode;
 use testkit::service::{SecretFile, ServiceProcess, test_user};
 
-use crate::helpers::{Infra, voter};
+use crate::helpers::{Infra, Socket, metric, voter};
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -51,6 +53,79 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     assert!(tally.body.contains("\"total\":1"), "{}", tally.body);
     result.metrics_without(&[pg_password, url_password]).await;
     result.stop_cleanly_without(&[pg_password, url_password]);
+}
+
+/// More sockets than the soft limit the process is started with.
+const PAST_1024: usize = 1500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_with_a_soft_limit_of_1024_open_files_it_holds_more_sockets_than_that() {
+    // This process holds the client ends, and the service inherits its hard limit.
+    let own = common::nofile::raise().expect("the open-file limit can be read");
+    assert!(
+        own.hard >= 2 * PAST_1024 as u64 + 200,
+        "this test needs a hard limit of open files of at least {} (it is {}): run the tests \
+         under `ulimit -n 20000`",
+        2 * PAST_1024 + 200,
+        own.hard
+    );
+    let run_as = test_user();
+    let infra = Infra::start().await;
+    infra.cast(&voter(1), "a").await;
+    let mut result = ServiceProcess::spawn_with_soft_nofile(
+        env!("CARGO_BIN_EXE_result").as_ref(),
+        &[
+            ("VOTING_POSTGRES__URL", infra.db_url.clone()),
+            // Caps that fit the hard limit: no warning expected.
+            ("VOTING_HTTP__MAX_CONNECTIONS", "1000".into()),
+            ("VOTING_RESULT__MAX_SOCKETS", "2000".into()),
+        ],
+        run_as,
+        Some(1024),
+    )
+    .expect("the result binary starts");
+    result.until_ready(READY_WITHIN).await;
+
+    let output = result.output();
+    let logged = output
+        .lines()
+        .find(|l| l.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("the limit is logged:\n{output}"));
+    assert!(logged.contains("started_with=1024"), "{logged}");
+    assert!(logged.contains(&format!("soft={}", own.hard)), "{logged}");
+    assert!(!output.contains("the open-file limit is"), "{output}");
+    let metrics = result.get("/metrics").await.unwrap().body;
+    assert_eq!(metric(&metrics, "process_max_fds"), own.hard);
+
+    let mut sockets = Vec::with_capacity(PAST_1024);
+    for _ in 0..PAST_1024 / 100 {
+        let batch = join_all((0..100).map(|_| async {
+            let mut socket = Socket::open(result.addr(), &[])
+                .await
+                .expect("the socket opens");
+            assert_eq!(socket.next_tally().await.total, 1);
+            socket
+        }))
+        .await;
+        sockets.extend(batch);
+    }
+    let metrics = result.get("/metrics").await.unwrap().body;
+    assert_eq!(metric(&metrics, "result_sockets_open"), PAST_1024 as u64);
+    assert!(metric(&metrics, "process_open_fds") > 1024, "{metrics}");
+
+    // Every one of them is live: the next vote reaches them all.
+    infra.cast(&voter(2), "b").await;
+    let tasks = sockets.into_iter().map(|mut socket| {
+        tokio::spawn(async move {
+            socket
+                .tally_where("the second vote", |t| t.total == 2)
+                .await;
+        })
+    });
+    for joined in join_all(tasks).await {
+        joined.expect("every socket got the second vote");
+    }
+    result.stop_cleanly_without(&[]);
 }
 
 #[test]

@@ -228,19 +228,7 @@ impl App {
         &self,
         headers: &[(&str, &str)],
     ) -> Result<Socket, tungstenite::Error> {
-        let mut req = format!("ws://{}/ws", self.addr)
-            .into_client_request()
-            .unwrap();
-        for (name, value) in headers {
-            req.headers_mut().insert(
-                hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
-            .await
-            .expect("the handshake finishes in time")?;
-        Ok(Socket { ws })
+        Socket::open(self.addr, headers).await
     }
 
     /// Stops the service and waits until `run` has returned.
@@ -306,6 +294,25 @@ pub enum Received {
 }
 
 impl Socket {
+    /// Opens a WebSocket to `/ws` on `addr` with extra request headers; the error is the
+    /// refusal.
+    pub async fn open(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Socket, tungstenite::Error> {
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("the handshake finishes in time")?;
+        Ok(Socket { ws })
+    }
+
     /// The next snapshot or close, skipping control frames.
     pub async fn receive(&mut self) -> Received {
         let read = async {

@@ -419,3 +419,38 @@ async fn one_client_cannot_hold_more_than_its_share() {
         nginx.error_log_tail()
     );
 }
+
+/// Several replicas share the load round-robin, and a reload points the routes at other ones
+/// (the bench's scale scenario adds and removes replicas this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_routes_and_a_reload_changes_them() {
+    testkit::init_logging();
+    let (one, two, three) = (
+        echo("vote-1").await,
+        echo("vote-2").await,
+        echo("vote-3").await,
+    );
+    let result = echo("result").await;
+    let mut nginx = tokio::task::block_in_place(|| Nginx::start_many(&[one, two], &[result]))
+        .expect("nginx starts");
+    let services = |nginx: &Nginx| {
+        let addr = nginx.addr();
+        async move {
+            let mut seen_now = std::collections::BTreeSet::new();
+            for _ in 0..6 {
+                let answer = testkit::http::get(addr, "/vote/").await.unwrap();
+                seen_now.insert(seen(&answer, "service").to_string());
+            }
+            seen_now.into_iter().collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(services(&nginx).await, ["vote-1", "vote-2"]);
+    tokio::task::block_in_place(|| nginx.set_upstreams(&[two, three], &[result]))
+        .expect("nginx reloads");
+    assert_eq!(
+        services(&nginx).await,
+        ["vote-2", "vote-3"],
+        "{}",
+        nginx.error_log_tail()
+    );
+}

@@ -70,12 +70,16 @@ async fn metrics_count_accepted_and_refused_votes() {
         text.contains("\nvote_votes_refused_total{reason=\"cross_site\"} 0\n"),
         "{text}"
     );
-    // Every sample line is `name[{labels}] value`.
+    // Every sample line is `name[{labels}] value`: vote's own, and the process's open files.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').expect("name and value");
         assert!(value.parse::<u64>().is_ok(), "{line}");
-        assert!(name.starts_with("vote_"), "{line}");
+        assert!(
+            name.starts_with("vote_") || ["process_max_fds", "process_open_fds"].contains(&name),
+            "{line}"
+        );
     }
+    assert!(text.contains("\nprocess_max_fds "), "{text}");
 }
 
 /// `(what, method, path, headers, body)` of one request.
