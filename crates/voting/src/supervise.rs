@@ -10,7 +10,6 @@
 //!   this process only, and it stops them in order.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -55,12 +54,12 @@ pub struct Daemon {
 }
 
 /// How to tell that a daemon is ready (see `daemons.rs`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Probe {
-    /// Answers `PING`.
-    Redis(SocketAddr),
-    /// Accepts a connection as `postgres`.
-    Postgres(SocketAddr),
+    /// Answers `PING` on this Unix socket.
+    Redis(PathBuf),
+    /// Accepts a connection as `postgres` through the socket in this directory.
+    Postgres(PathBuf),
 }
 
 /// What `/metrics` tells about a daemon.
