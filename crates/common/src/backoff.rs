@@ -1,5 +1,6 @@
 //! Capped exponential backoff, for every retry loop of the services: the worker's failed
-//! batches, the result feed's reconnects, the supervisor's restarts.
+//! batches, the result feed's reconnects, the supervisor's restarts. [`Outage`] keeps their
+//! logs short: one line per change of state, not one per retry.
 
 use std::time::Duration;
 
@@ -37,6 +38,46 @@ impl Backoff {
     }
 }
 
+/// What a retry loop's log says: a line when it starts failing, a line when the reason
+/// changes, and a line when it works again; the retries in between are logged at debug level
+/// only. (`/readyz` says the current reason at any time.)
+#[derive(Debug, Default)]
+pub struct Outage {
+    reason: Option<String>,
+    retries: u64,
+}
+
+impl Outage {
+    /// Records a failure for `reason` (already in words, see [`crate::error::describe`]);
+    /// logs `what` at warn level when it is a change of state. Returns whether it logged.
+    pub fn failed(&mut self, what: &str, reason: &str, retry_in: Duration) -> bool {
+        self.retries += 1;
+        if self.reason.as_deref() == Some(reason) {
+            tracing::debug!(error = reason, retry_in = ?retry_in, retries = self.retries, "{what}; still retrying");
+            return false;
+        }
+        tracing::warn!(error = reason, retry_in = ?retry_in, "{what}; retrying with backoff");
+        self.reason = Some(reason.to_string());
+        true
+    }
+
+    /// Records a success; after a failure, logs `what` at info level (with the number of
+    /// retries) and returns `true`.
+    pub fn recovered(&mut self, what: &str) -> bool {
+        if self.reason.take().is_none() {
+            return false;
+        }
+        tracing::info!(retries = self.retries, "{what}");
+        self.retries = 0;
+        true
+    }
+
+    /// Whether the last outcome was a failure.
+    pub fn is_failing(&self) -> bool {
+        self.reason.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +97,20 @@ mod tests {
         for _ in 0..100 {
             assert!(b.next_wait() <= Duration::from_secs(30));
         }
+    }
+
+    #[test]
+    fn an_outage_logs_its_changes_of_state_only() {
+        let mut o = Outage::default();
+        let wait = Duration::from_millis(100);
+        assert!(!o.recovered("up"), "nothing to recover from");
+        assert!(o.failed("down", "connection refused", wait));
+        assert!(!o.failed("down", "connection refused", wait));
+        assert!(!o.failed("down", "connection refused", wait));
+        assert!(o.failed("down", "password authentication failed", wait));
+        assert!(o.is_failing());
+        assert!(o.recovered("up"));
+        assert!(!o.recovered("up"));
+        assert!(o.failed("down", "password authentication failed", wait));
     }
 }

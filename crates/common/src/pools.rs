@@ -111,7 +111,11 @@ impl Redis {
 
     /// A shared connection: the pool slot is given back at once, the clone stays usable.
     pub async fn conn(&self) -> anyhow::Result<RedisConn> {
-        let pooled = self.pool.get().await.context("no Redis connection")?;
+        let pooled = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| checkout_error("Redis", e))?;
         Ok(pooled.clone())
     }
 
@@ -189,13 +193,33 @@ pub async fn pg_connect(config: &PostgresConfig) -> anyhow::Result<tokio_postgre
 /// `SELECT 1` through the pool, for `/readyz`.
 pub async fn pg_ping(pool: &PgPool) -> anyhow::Result<()> {
     within_ping_timeout("PostgreSQL", async {
-        let conn = pool.get().await.context("no PostgreSQL connection")?;
+        let conn = pool
+            .get()
+            .await
+            .map_err(|e| checkout_error("PostgreSQL", e))?;
         conn.simple_query("SELECT 1")
             .await
             .context("PostgreSQL SELECT 1")?;
         Ok(())
     })
     .await
+}
+
+/// A pool that gave no connection, in words: it could not connect (the server's answer), or
+/// no connection came free within [`CHECKOUT_TIMEOUT`] (bb8's "Timed out in bb8").
+pub fn checkout_error<E>(server: &str, error: bb8::RunError<E>) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match error {
+        bb8::RunError::User(e) => {
+            anyhow::Error::new(e).context(format!("cannot connect to {server}"))
+        }
+        bb8::RunError::TimedOut => anyhow::anyhow!(
+            "no connection to {server} within {} s",
+            CHECKOUT_TIMEOUT.as_secs()
+        ),
+    }
 }
 
 /// Runs a readiness ping, or fails once [`PING_TIMEOUT`] has passed.

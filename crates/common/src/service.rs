@@ -269,7 +269,7 @@ where
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(service = name, error = format!("{e:#}"), "failed");
+            tracing::error!(service = name, error = crate::error::describe(&e), "failed");
             ExitCode::FAILURE
         }
     }

@@ -177,7 +177,7 @@ impl Refusal {
         counter.inc();
         if let Refusal::Queue(QueueError::Unavailable(e) | QueueError::Unconfirmed(e)) = self {
             tracing::warn!(
-                error = format!("{e:#}"),
+                error = common::error::describe(e),
                 outcome = self.outcome(),
                 "vote not confirmed"
             );
@@ -369,7 +369,7 @@ async fn readyz(state: &State) -> Resp {
 pub async fn problems(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(e) = state.queue.redis().ping().await {
-        problems.push(format!("redis: {e:#}"));
+        problems.push(format!("redis: {}", common::error::describe(&e)));
     }
     problems
 }

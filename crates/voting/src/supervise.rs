@@ -234,7 +234,9 @@ async fn watch(
             match launch(&daemon, &mut stop).await {
                 Ok(child) => break child,
                 Err(Launch::Stopped) => return,
-                Err(Launch::Failed(e)) => why = format!("restarting {name} failed: {e:#}"),
+                Err(Launch::Failed(e)) => {
+                    why = format!("restarting {name} failed: {}", common::error::describe(&e))
+                }
             }
         };
         since = Instant::now();
@@ -264,7 +266,7 @@ async fn halt(daemon: &Daemon, mut child: Child) {
         tracing::warn!(
             daemon = daemon.name,
             pid,
-            error = format!("{e:#}"),
+            error = common::error::describe(&e),
             "cannot signal it; killing it"
         );
         let _ = child.kill().await;

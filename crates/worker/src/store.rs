@@ -60,7 +60,7 @@ pub async fn apply(pool: &PgPool, ballots: &[Ballot]) -> anyhow::Result<u64> {
             let conn = pool
                 .get()
                 .await
-                .map_err(|e| anyhow::anyhow!("no PostgreSQL connection: {e}"))?;
+                .map_err(|e| common::pools::checkout_error("PostgreSQL", e))?;
             let rows = conn
                 .query_typed(
                     APPLY,
