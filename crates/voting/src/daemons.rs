@@ -17,6 +17,10 @@
 //! - Output of both goes to `DATA/redis.log` and `DATA/postgres.log`.
 //! - `DATA/voting.lock` is held (locked) while this process runs: a second `voting` on the
 //!   same data directory stops at once instead of taking the sockets over.
+//! - Servers a previous `voting` left running (it was killed with SIGKILL, which its children
+//!   outlive) still answer on the sockets; with the lock held, they belong to no one:
+//!   [`stop_leftovers`] stops them (Redis `SHUTDOWN`, which writes its file; PostgreSQL
+//!   SIGINT) before its own start, so two servers never share one data directory.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -141,6 +145,75 @@ pub async fn postgres(plan: &PostgresPlan, data_dir: &Path) -> anyhow::Result<Da
         probe: Probe::Postgres(cluster.clone()),
         stop_signal: "INT",
     })
+}
+
+/// Stops the servers of `plan` that a previous `voting` left running (see the module
+/// documentation), and waits until they are gone. Call with the data directory locked.
+pub async fn stop_leftovers(plan: &Plan) -> anyhow::Result<()> {
+    if let Some(redis) = &plan.redis {
+        let socket = redis.socket();
+        if redis_pong(&socket).await.unwrap_or(false) {
+            let client = redis::Client::open(redis.url())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await?;
+            let pid = info
+                .lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+                .context("the Redis left by an earlier run does not tell its pid")?;
+            tracing::warn!(pid, socket = %socket.display(), "a Redis left by an earlier run answers on the socket: stopping it");
+            // It writes its file, then exits without an answer.
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
+            wait_until_gone("the Redis left by an earlier run", || async {
+                !common::system::is_running(pid)
+            })
+            .await?;
+        }
+    }
+    if let Some(pg) = &plan.postgres {
+        let pid = std::fs::read_to_string(pg.cluster.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
+        let answers = async {
+            tokio::time::timeout(PROBE_TIMEOUT, postgres_accepts(&pg.cluster))
+                .await
+                .is_ok_and(|r| r.unwrap_or(false))
+        };
+        if let Some(pid) = pid
+            && answers.await
+        {
+            tracing::warn!(pid, cluster = %pg.cluster.display(), "a PostgreSQL left by an earlier run answers on the socket: stopping it");
+            common::system::send_signal(pid, "INT")
+                .context("cannot stop the PostgreSQL left by an earlier run")?;
+            wait_until_gone("the PostgreSQL left by an earlier run", || async {
+                !common::system::is_running(pid)
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `gone` until it is true, for at most [`crate::supervise::STOP_DEADLINE`].
+async fn wait_until_gone<F, Fut>(what: &str, mut gone: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + crate::supervise::STOP_DEADLINE;
+    while !gone().await {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{what} did not stop within {:?}: stop it by hand",
+                crate::supervise::STOP_DEADLINE
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Whether `dir` holds a complete cluster.

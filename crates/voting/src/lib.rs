@@ -203,6 +203,7 @@ impl Daemons {
         }
         tracing::info!(data_dir = %plan.data_dir.display(), "data directory of the servers started here");
         let lock = daemons::prepare_data_dir(plan)?;
+        daemons::stop_leftovers(plan).await?;
 
         let mut redis_cancel = cancel.clone();
         let redis = async {

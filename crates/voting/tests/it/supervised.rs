@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use common::system::is_running;
 use hyper::StatusCode;
 use testkit::free_port;
 
@@ -429,4 +430,44 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
         )),
         "{stderr}"
     );
+}
+
+/// `voting` killed with SIGKILL leaves its servers running (they outlive it). The next start
+/// stops them and starts its own on the same data, so two servers never share one directory:
+/// the vote counted before is still counted, and the leftovers are gone.
+#[tokio::test]
+async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
+    testkit::init_logging();
+    let dir = traversable_tempdir();
+    let data_dir = dir.path().join("data");
+    let cluster = data_dir.join("postgres");
+
+    let (env, port, redis_url) = settings(&data_dir);
+    let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
+    let addr = ready(&mut binary, port).await;
+    vote_until_queued(addr, "a").await;
+    tally_where(addr, "the vote counted", |t| t.total == 1 && !t.stale).await;
+    let old_redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
+    let old_postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
+    binary.signal("KILL");
+    binary.exit().await;
+    assert!(
+        process_exists(old_redis) && process_exists(old_postgres),
+        "its servers outlive a SIGKILL"
+    );
+    drop(binary);
+
+    let (env, port, redis_url) = settings(&data_dir);
+    let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
+    let addr = ready(&mut binary, port).await;
+    let tally = tally_where(addr, "the earlier vote", |t| t.total == 1 && !t.stale).await;
+    assert_eq!(tally.count("a"), 1);
+    // Gone: exited (what is left may be a zombie until init, which may never, reaps it).
+    assert!(!is_running(old_redis), "the old Redis was stopped");
+    assert!(!is_running(old_postgres), "the old PostgreSQL was stopped");
+    let new_redis = redis_pid(&redis_url).await.expect("its new Redis answers");
+    assert_ne!(new_redis, old_redis);
+    assert_eq!(parent_of(new_redis), Some(binary.pid()));
+    binary.signal("TERM");
+    assert!(binary.exit().await.success(), "{}", binary.stderr_text());
 }
