@@ -122,6 +122,7 @@ async fn check_servers(config: &Config) -> anyhow::Result<()> {
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
     if let Err(e) = redis.await {
+        let e = common::error::describe_error(&e);
         anyhow::bail!(
             "cannot use Redis at {redis_url}: {e}; check redis.url (VOTING_REDIS__URL), its \
              password (redis.password_file) and that the server runs"
