@@ -500,9 +500,12 @@ pub const DEFAULT_REDIS_PORT: u16 = 6379;
 /// The port of the default `postgres.url`.
 pub const DEFAULT_POSTGRES_PORT: u16 = 5432;
 
-/// The port in the environment variable `name`, or `default` when it is unset or empty.
+/// The port in the environment variable `name`, or `default` when it is unset or empty, or
+/// holds a Kubernetes service link (`tcp://10.0.0.5:6379`: Kubernetes sets `REDIS_PORT` so in
+/// a pod beside a Service named `redis`, unless `enableServiceLinks` is off).
 fn default_port(name: &str, default: u16) -> Result<u16, ConfigError> {
     match std::env::var(name) {
+        Ok(value) if value.starts_with("tcp://") || value.starts_with("udp://") => Ok(default),
         Ok(value) if !value.is_empty() => match value.parse::<u16>() {
             Ok(port) if port > 0 => Ok(port),
             _ => Err(ConfigError {
@@ -650,7 +653,8 @@ mod tests {
 
     #[test]
     fn defaults_need_no_configuration() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let c = load(None).unwrap();
             assert_eq!(c.listen.to_string(), "127.0.0.1:8082");
             assert_eq!(c.redis.url.0.expose(), "redis://127.0.0.1:6379");
@@ -1015,6 +1019,7 @@ mod tests {
     #[test]
     fn a_url_is_named_by_a_file_or_the_environment_never_by_the_defaults() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             assert_eq!(load(None).unwrap().named, Named::default());
             jail.set_env("REDIS_PORT", "6390");
             jail.set_env("POSTGRES_PORT", "5440");
@@ -1037,6 +1042,13 @@ mod tests {
             assert!(
                 c.named.redis_url && !c.named.postgres_url,
                 "even the default value"
+            );
+            jail.set_env("REDIS_PORT", "tcp://10.0.0.5:6379");
+            let c = load(None).unwrap();
+            assert_eq!(
+                c.redis.url.0.expose(),
+                "redis://127.0.0.1:6379",
+                "a service link"
             );
             jail.set_env("REDIS_PORT", "redis");
             let e = load(None).unwrap_err();
