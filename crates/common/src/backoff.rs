@@ -40,7 +40,8 @@ impl Backoff {
 
 /// What a retry loop's log says: a line when it starts failing, a line when the reason
 /// changes, and a line when it works again; the retries in between are logged at debug level
-/// only. (`/readyz` says the current reason at any time.)
+/// only. (`/readyz` says the current reason at any time.) The caller logs, so that the line
+/// keeps its module as target.
 #[derive(Debug, Default)]
 pub struct Outage {
     reason: Option<String>,
@@ -48,28 +49,23 @@ pub struct Outage {
 }
 
 impl Outage {
-    /// Records a failure for `reason` (already in words, see [`crate::error::describe`]);
-    /// logs `what` at warn level when it is a change of state. Returns whether it logged.
-    pub fn failed(&mut self, what: &str, reason: &str, retry_in: Duration) -> bool {
+    /// Records a failure for `reason` (already in words, see [`crate::error::describe`]).
+    /// `true` when it is a change of state (log it at warn level), `false` for one more retry
+    /// for the same reason (debug level at most).
+    pub fn failed(&mut self, reason: &str) -> bool {
         self.retries += 1;
         if self.reason.as_deref() == Some(reason) {
-            tracing::debug!(error = reason, retry_in = ?retry_in, retries = self.retries, "{what}; still retrying");
             return false;
         }
-        tracing::warn!(error = reason, retry_in = ?retry_in, "{what}; retrying with backoff");
         self.reason = Some(reason.to_string());
         true
     }
 
-    /// Records a success; after a failure, logs `what` at info level (with the number of
-    /// retries) and returns `true`.
-    pub fn recovered(&mut self, what: &str) -> bool {
-        if self.reason.take().is_none() {
-            return false;
-        }
-        tracing::info!(retries = self.retries, "{what}");
-        self.retries = 0;
-        true
+    /// Records a success: after a failure, the number of failed tries (log that it recovered),
+    /// else `None`.
+    pub fn recovered(&mut self) -> Option<u64> {
+        self.reason.take()?;
+        Some(std::mem::take(&mut self.retries))
     }
 
     /// Whether the last outcome was a failure.
@@ -102,15 +98,14 @@ mod tests {
     #[test]
     fn an_outage_logs_its_changes_of_state_only() {
         let mut o = Outage::default();
-        let wait = Duration::from_millis(100);
-        assert!(!o.recovered("up"), "nothing to recover from");
-        assert!(o.failed("down", "connection refused", wait));
-        assert!(!o.failed("down", "connection refused", wait));
-        assert!(!o.failed("down", "connection refused", wait));
-        assert!(o.failed("down", "password authentication failed", wait));
+        assert_eq!(o.recovered(), None, "nothing to recover from");
+        assert!(o.failed("connection refused"));
+        assert!(!o.failed("connection refused"));
+        assert!(!o.failed("connection refused"));
+        assert!(o.failed("password authentication failed"));
         assert!(o.is_failing());
-        assert!(o.recovered("up"));
-        assert!(!o.recovered("up"));
-        assert!(o.failed("down", "password authentication failed", wait));
+        assert_eq!(o.recovered(), Some(4));
+        assert_eq!(o.recovered(), None);
+        assert!(o.failed("password authentication failed"));
     }
 }

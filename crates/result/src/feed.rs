@@ -151,11 +151,11 @@ impl Feed {
             self.stats.failures.inc();
             let wait = backoff.next_wait();
             let reason = common::error::describe(&error);
-            self.outage.failed(
-                "tally feed lost PostgreSQL; showing the last tally as stale",
-                &reason,
-                wait,
-            );
+            if self.outage.failed(&reason) {
+                tracing::warn!(error = reason, retry_in = ?wait, "tally feed lost PostgreSQL; showing the last tally as stale; retrying with backoff (logged again when the reason changes)");
+            } else {
+                tracing::debug!(error = reason, retry_in = ?wait, "tally feed: reconnecting failed again");
+            }
             self.stats.set_error(Some(reason));
             let counts = self.tx.borrow().counts.clone();
             self.publish(counts, true, None);
@@ -192,11 +192,14 @@ impl Feed {
                 client.prepare("SELECT vote, count FROM tallies"),
             )
             .await?;
-        if !self
-            .outage
-            .recovered("tally feed connected to PostgreSQL again and listening")
-        {
-            tracing::info!("tally feed connected to PostgreSQL and listening");
+        match self.outage.recovered() {
+            Some(failures) => {
+                tracing::info!(
+                    failures,
+                    "tally feed connected to PostgreSQL again and listening"
+                )
+            }
+            None => tracing::info!("tally feed connected to PostgreSQL and listening"),
         }
 
         let mut poll = tokio::time::interval_at(

@@ -122,8 +122,16 @@ pub async fn postgres(plan: &PostgresPlan, data_dir: &Path) -> anyhow::Result<Da
     if !is_cluster(cluster) {
         initdb(plan, cluster, &log).await?;
     }
-    let mut sockets = OsString::from("unix_socket_directories=");
-    sockets.push(cluster.as_os_str());
+    // A list setting: the path in double quotes, so that a space or a comma stays in it.
+    let mut sockets = OsString::from("unix_socket_directories=\"");
+    sockets.push(
+        cluster
+            .as_os_str()
+            .to_string_lossy()
+            .replace('"', "\"\"")
+            .as_str(),
+    );
+    sockets.push("\"");
     let args: Vec<OsString> = vec![
         "-D".into(),
         cluster.clone().into_os_string(),

@@ -200,6 +200,14 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
             run_as,
         });
     }
+    if plan.postgres.is_some() && plan.data_dir.as_os_str().as_encoded_bytes().contains(&b',') {
+        // psql (libpq) takes a comma in a host as a separator, with no way to escape it.
+        return Err(format!(
+            "the data directory {} has a comma in its path, where psql cannot reach a socket: \
+             set voting.data_dir (VOTING_VOTING__DATA_DIR) to a path without one",
+            plan.data_dir.display()
+        ));
+    }
     let sockets = [
         plan.redis.as_ref().map(RedisPlan::socket),
         plan.postgres.as_ref().map(PostgresPlan::socket),

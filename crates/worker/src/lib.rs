@@ -78,12 +78,18 @@ pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
         match result {
             Ok(_) => {
                 backoff.reset();
-                outage.recovered("batches succeed again");
+                if let Some(failures) = outage.recovered() {
+                    tracing::info!(failures, "batches succeed again");
+                }
             }
             Err(e) => {
                 let wait = backoff.next_wait();
                 let reason = common::error::describe(&e);
-                outage.failed("batch failed; votes stay queued", &reason, wait);
+                if outage.failed(&reason) {
+                    tracing::warn!(error = reason, retry_in = ?wait, "batch failed; votes stay queued; retrying with backoff (logged again when the reason changes)");
+                } else {
+                    tracing::debug!(error = reason, retry_in = ?wait, "the same failure again; still retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = &mut shutdown, if !stopping => stopping = true,
