@@ -5,7 +5,8 @@
 //! text its parent already shows is left out (redis-rs shows an I/O error's text and gives it
 //! as the source too, so `{:#}` printed "broken pipe: broken pipe"), and so is the bare "db
 //! error" that tokio-postgres puts before the server's own message. The few texts that are
-//! crate jargon ("Timed out in bb8") are said in words.
+//! crate jargon ("Timed out in bb8") are said in words, and redis-rs' name of the error kind
+//! after its message ("Password authentication failed - AuthenticationFailed") is left out.
 
 use std::error::Error;
 
@@ -28,7 +29,13 @@ pub fn describe_error(error: &(dyn Error + 'static)) -> String {
 fn join<'a>(chain: impl Iterator<Item = &'a (dyn Error + 'static)>) -> String {
     let mut out = String::new();
     for error in chain {
-        let text = error.to_string();
+        let mut text = error.to_string();
+        if let Some(redis) = error.downcast_ref::<redis::RedisError>() {
+            let kind = format!(" - {:?}", redis.kind());
+            if let Some(i) = text.find(&kind) {
+                text.replace_range(i..i + kind.len(), "");
+            }
+        }
         let text = match text.trim() {
             // tokio-postgres' wrapper of a server error: the server's message follows.
             "db error" => continue,
@@ -111,6 +118,21 @@ mod tests {
         );
         let refused = shown.to_lowercase().matches("connection refused").count();
         assert_eq!(refused, 1, "{shown}");
+    }
+
+    #[test]
+    fn redis_kinds_are_not_shown() {
+        let e = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(describe_error(&e), "Password authentication failed");
+        let e = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connection marked dead",
+            "by the pool".to_string(),
+        ));
+        assert_eq!(describe_error(&e), "connection marked dead: by the pool");
     }
 
     #[test]
