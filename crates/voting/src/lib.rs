@@ -19,8 +19,9 @@
 //!   (what the tests call, on port 0).
 //! - [`preflight`] then [`run_supervised`]: what the binary does. Order of start: Redis and
 //!   PostgreSQL (side by side, each until ready), then the services, then the two URLs are
-//!   printed, and the `psql` and `redis-cli` lines that reach its own servers. Order of stop: the services (requests drain, the worker ends between
-//!   batches, sockets close), then PostgreSQL, then Redis.
+//!   printed, and the `psql` and `redis-cli` lines that reach its own servers. Order of
+//!   stop: the services (requests drain, the worker ends between batches, sockets close),
+//!   then PostgreSQL, then Redis.
 #![forbid(unsafe_code)]
 
 pub mod app;
