@@ -393,6 +393,15 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "b");
+    // And `voting redis-cli` the Redis that queued it (the stream of votes).
+    let out = voting_command()
+        .args(["redis-cli", "TYPE", "ballots"])
+        .env("VOTING_VOTING__DATA_DIR", &data_dir)
+        .output()
+        .expect("voting redis-cli runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "stream");
 
     binary.signal("TERM");
     let status = binary.exit().await;
