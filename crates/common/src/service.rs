@@ -80,8 +80,9 @@ fn about(service: Service) -> &'static str {
         Service::Result => "The live results page: tallies from PostgreSQL, pushed over WebSocket.",
         Service::Worker => "Moves votes from the Redis stream into PostgreSQL.",
         Service::Voting => {
-            "The whole voting app in one process: vote, result and worker, with its own Redis \
-             and PostgreSQL when none is configured."
+            "The whole voting app in one process: vote, result and worker, with its own private \
+             Redis and PostgreSQL (Unix sockets in its data directory) unless redis.url or \
+             postgres.url names one."
         }
     }
 }
