@@ -92,6 +92,21 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub result: ResultConfig,
     pub voting: VotingConfig,
+    /// Which server URLs the user named (not read from any source: worked out by
+    /// [`Config::from_figment`]).
+    #[serde(skip)]
+    pub named: Named,
+}
+
+/// Whether `redis.url` and `postgres.url` were named by the user: set in a configuration file
+/// or a `VOTING_…` variable (any source but the built-in defaults). `voting` starts its own
+/// server for a URL that is not named, and never starts one for a URL that is.
+/// `REDIS_PORT` / `POSTGRES_PORT` only change the built-in default URLs, so they do not name
+/// one; nor does a `password_file` alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    pub redis_url: bool,
+    pub postgres_url: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -210,8 +225,9 @@ pub struct VotingConfig {
     /// `$XDG_DATA_HOME/voting`, else `~/.local/share/voting` (as root: `/var/lib/voting`,
     /// which the `postgres` user can reach).
     pub data_dir: String,
-    /// Start and supervise Redis and PostgreSQL when their URL names this machine and
-    /// nothing answers there.
+    /// Start and supervise a private Redis and PostgreSQL (on Unix sockets in `data_dir`)
+    /// for the URLs the user did not name. Off: start nothing, and use `redis.url` and
+    /// `postgres.url` as they are, defaults included.
     pub supervise: bool,
 }
 
@@ -257,18 +273,23 @@ url_newtype!(PostgresUrl, "PostgreSQL", ["postgres", "postgresql"]);
 impl Config {
     /// The built-in defaults for `service`.
     pub fn defaults(service: Service) -> Config {
+        Config::defaults_on(service, DEFAULT_REDIS_PORT, DEFAULT_POSTGRES_PORT)
+    }
+
+    /// The built-in defaults, with the default URLs on these loopback ports.
+    fn defaults_on(service: Service, redis_port: u16, postgres_port: u16) -> Config {
         Config {
             listen: service.default_listen(),
             threads: 0,
             redis: RedisConfig {
-                url: RedisUrl(SecretUrl::new("redis://127.0.0.1:6379")),
+                url: RedisUrl(SecretUrl::new(format!("redis://127.0.0.1:{redis_port}"))),
                 pool_size: 4,
                 password_file: None,
             },
             postgres: PostgresConfig {
-                url: PostgresUrl(SecretUrl::new(
-                    "postgres://postgres@127.0.0.1:5432/postgres",
-                )),
+                url: PostgresUrl(SecretUrl::new(format!(
+                    "postgres://postgres@127.0.0.1:{postgres_port}/postgres"
+                ))),
                 pool_size: 4,
                 password_file: None,
             },
@@ -313,6 +334,7 @@ impl Config {
                 data_dir: String::new(),
                 supervise: true,
             },
+            named: Named::default(),
         }
     }
 
@@ -322,9 +344,15 @@ impl Config {
     /// figment's value parser panics on a few malformed strings (a quoted value with an
     /// unknown escape after multi-byte characters), and an `Env` provider parses while it is
     /// merged: each variable is tried alone first, so such a value is an error naming it.
+    ///
+    /// `REDIS_PORT` and `POSTGRES_PORT` (the variables docker-compose.yml and the native run
+    /// publish the servers' ports with) set the ports of the default URLs.
     pub fn figment(service: Service, file: Option<&Path>) -> Result<Figment, ConfigError> {
         check_environment_values()?;
-        let mut figment = Figment::from(Serialized::defaults(Config::defaults(service)));
+        let redis_port = default_port("REDIS_PORT", DEFAULT_REDIS_PORT)?;
+        let postgres_port = default_port("POSTGRES_PORT", DEFAULT_POSTGRES_PORT)?;
+        let defaults = Config::defaults_on(service, redis_port, postgres_port);
+        let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -338,7 +366,17 @@ impl Config {
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::from_figment(figment, e))?;
-        config.checked(figment)?.with_password_files(figment)
+        let mut config = config.checked(figment)?.with_password_files(figment)?;
+        let named = |key: &str| {
+            figment
+                .find_metadata(key)
+                .is_some_and(|md| md.name != std::any::type_name::<Config>())
+        };
+        config.named = Named {
+            redis_url: named("redis.url"),
+            postgres_url: named("postgres.url"),
+        };
+        Ok(config)
     }
 
     /// Reads the configuration the way a binary does: `file` (from `--config`, or else the
@@ -454,6 +492,29 @@ impl Config {
 
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.http.header_timeout_ms)
+    }
+}
+
+/// The port of the default `redis.url`.
+pub const DEFAULT_REDIS_PORT: u16 = 6379;
+/// The port of the default `postgres.url`.
+pub const DEFAULT_POSTGRES_PORT: u16 = 5432;
+
+/// The port in the environment variable `name`, or `default` when it is unset or empty, or
+/// holds a Kubernetes service link (`tcp://10.0.0.5:6379`: Kubernetes sets `REDIS_PORT` so in
+/// a pod beside a Service named `redis`, unless `enableServiceLinks` is off).
+fn default_port(name: &str, default: u16) -> Result<u16, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if value.starts_with("tcp://") || value.starts_with("udp://") => Ok(default),
+        Ok(value) if !value.is_empty() => match value.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(ConfigError {
+                key: name.to_lowercase(),
+                origin: format!("environment variable {name}"),
+                message: format!("{value:?} is not a port number (1 to 65535)"),
+            }),
+        },
+        _ => Ok(default),
     }
 }
 
@@ -592,7 +653,8 @@ mod tests {
 
     #[test]
     fn defaults_need_no_configuration() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let c = load(None).unwrap();
             assert_eq!(c.listen.to_string(), "127.0.0.1:8082");
             assert_eq!(c.redis.url.0.expose(), "redis://127.0.0.1:6379");
@@ -950,6 +1012,47 @@ mod tests {
             assert!(!c.voting.supervise);
             jail.set_env("VOTING_VOTING__SUPERVISE", "sometimes");
             assert_eq!(load(None).unwrap_err().key, "voting.supervise");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_url_is_named_by_a_file_or_the_environment_never_by_the_defaults() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            assert_eq!(load(None).unwrap().named, Named::default());
+            jail.set_env("REDIS_PORT", "6390");
+            jail.set_env("POSTGRES_PORT", "5440");
+            let c = load(None).unwrap();
+            assert_eq!(
+                c.named,
+                Named::default(),
+                "the ports only move the defaults"
+            );
+            assert_eq!(c.redis.url.0.expose(), "redis://127.0.0.1:6390");
+            assert_eq!(
+                c.postgres.url.0.expose(),
+                "postgres://postgres@127.0.0.1:5440/postgres"
+            );
+            jail.create_file("v.toml", "[postgres]\nurl = \"postgres://app@db/votes\"\n")?;
+            let c = load(Some("v.toml")).unwrap();
+            assert!(c.named.postgres_url && !c.named.redis_url);
+            jail.set_env("VOTING_REDIS__URL", "redis://127.0.0.1:6379");
+            let c = load(None).unwrap();
+            assert!(
+                c.named.redis_url && !c.named.postgres_url,
+                "even the default value"
+            );
+            jail.set_env("REDIS_PORT", "tcp://10.0.0.5:6379");
+            let c = load(None).unwrap();
+            assert_eq!(
+                c.redis.url.0.expose(),
+                "redis://127.0.0.1:6379",
+                "a service link"
+            );
+            jail.set_env("REDIS_PORT", "redis");
+            let e = load(None).unwrap_err();
+            assert!(e.to_string().contains("REDIS_PORT"), "{e}");
             Ok(())
         });
     }

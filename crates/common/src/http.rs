@@ -427,7 +427,10 @@ pub fn readiness(problems: &[String]) -> Resp {
     } else {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}", problems.join("; ")),
+            format!(
+                "not ready: {}",
+                problems.join("; ").replace(['\r', '\n'], " ")
+            ),
         )
     }
 }

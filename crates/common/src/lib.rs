@@ -20,13 +20,16 @@
 //! - [`service`]: what every `main.rs` does (arguments, config, exit code 2, signals).
 //! - [`healthcheck`]: the `healthcheck [URL]` subcommand of every service binary, for
 //!   container images without a shell or curl.
-//! - [`backoff`]: capped exponential backoff for the retry loops.
+//! - [`backoff`]: capped exponential backoff for the retry loops, and [`backoff::Outage`],
+//!   which logs their state changes rather than every retry.
+//! - [`error`]: error text for people: each cause once, no crate jargon.
 //! - [`system`]: Unix facts without `unsafe` (uids, users, programs on `PATH`, signals), for
 //!   the `voting` supervisor and the test kit.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod config;
+pub mod error;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;

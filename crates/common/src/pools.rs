@@ -1,8 +1,12 @@
 //! Connection pools. Building a pool never connects, so a service starts (and answers 503 or
 //! retries) while Redis or PostgreSQL is still down.
+//!
+//! bb8 retries a failed connect until the checkout's time-out and then says only "Timed out in
+//! bb8"; each pool here keeps the last connect error ([`LastError`]), so that a checkout that
+//! times out says why: "no connection to Redis within 2 s: Connection refused (os error 111)".
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,7 +18,47 @@ use tokio_postgres::NoTls;
 use crate::config::{PostgresConfig, RedisConfig};
 
 pub type RedisPool = bb8::Pool<RedisManager>;
-pub type PgPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+
+/// The last error of a pool's connection attempts (bb8's error sink), in words.
+#[derive(Clone, Debug, Default)]
+pub struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    /// The last connect error, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl<E: std::error::Error + 'static> bb8::ErrorSink<E> for LastError {
+    fn sink(&self, error: E) {
+        let text = crate::error::describe_error(&error);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<E>> {
+        Box::new(self.clone())
+    }
+}
+
+/// A pool of PostgreSQL connections that says why it has none ([`PgPool::get`]).
+#[derive(Clone)]
+pub struct PgPool {
+    pub pool: bb8::Pool<PostgresConnectionManager<NoTls>>,
+    last_error: LastError,
+}
+
+impl PgPool {
+    /// A pooled connection, or why there is none (see [`checkout_error`]).
+    pub async fn get(
+        &self,
+    ) -> anyhow::Result<bb8::PooledConnection<'_, PostgresConnectionManager<NoTls>>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| checkout_error("PostgreSQL", e, &self.last_error))
+    }
+}
 
 /// How long a request waits for a pooled connection before it is answered with an error.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +131,7 @@ impl bb8::ManageConnection for RedisManager {
 pub struct Redis {
     pub pool: RedisPool,
     client: redis::Client,
+    last_error: LastError,
 }
 
 impl Redis {
@@ -95,13 +140,19 @@ impl Redis {
         let bad = || format!("bad Redis URL {}", config.url);
         let manager = RedisConnectionManager::new(url).with_context(bad)?;
         let client = redis::Client::open(url).with_context(bad)?;
+        let last_error = LastError::default();
         let pool = bb8::Pool::builder()
             .max_size(config.pool_size)
             .connection_timeout(CHECKOUT_TIMEOUT)
+            .error_sink(Box::new(last_error.clone()))
             // Checks only the dead flag: no round trip.
             .test_on_check_out(true)
             .build_unchecked(RedisManager(manager));
-        Ok(Redis { pool, client })
+        Ok(Redis {
+            pool,
+            client,
+            last_error,
+        })
     }
 
     /// A client for connections of one's own (e.g. blocking reads).
@@ -111,13 +162,17 @@ impl Redis {
 
     /// A shared connection: the pool slot is given back at once, the clone stays usable.
     pub async fn conn(&self) -> anyhow::Result<RedisConn> {
-        let pooled = self.pool.get().await.context("no Redis connection")?;
+        let pooled = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| checkout_error("Redis", e, &self.last_error))?;
         Ok(pooled.clone())
     }
 
     /// PING, for `/readyz`.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        within_ping_timeout("Redis", async {
+        within_ping_timeout("Redis", &self.last_error, async {
             let mut c = self.conn().await?;
             let result: redis::RedisResult<String> =
                 redis::cmd("PING").query_async(&mut c.conn).await;
@@ -165,11 +220,14 @@ pub fn pg_pool(
         pg.options(&options);
     }
     let manager = PostgresConnectionManager::new(pg, NoTls);
-    Ok(bb8::Pool::builder()
+    let last_error = LastError::default();
+    let pool = bb8::Pool::builder()
         .max_size(config.pool_size)
         .connection_timeout(CHECKOUT_TIMEOUT)
+        .error_sink(Box::new(last_error.clone()))
         .test_on_check_out(false)
-        .build_unchecked(manager))
+        .build_unchecked(manager);
+    Ok(PgPool { pool, last_error })
 }
 
 /// Opens one PostgreSQL connection outside any pool (for LISTEN or long transactions); the
@@ -188,8 +246,8 @@ pub async fn pg_connect(config: &PostgresConfig) -> anyhow::Result<tokio_postgre
 
 /// `SELECT 1` through the pool, for `/readyz`.
 pub async fn pg_ping(pool: &PgPool) -> anyhow::Result<()> {
-    within_ping_timeout("PostgreSQL", async {
-        let conn = pool.get().await.context("no PostgreSQL connection")?;
+    within_ping_timeout("PostgreSQL", &pool.last_error, async {
+        let conn = pool.get().await?;
         conn.simple_query("SELECT 1")
             .await
             .context("PostgreSQL SELECT 1")?;
@@ -198,13 +256,74 @@ pub async fn pg_ping(pool: &PgPool) -> anyhow::Result<()> {
     .await
 }
 
+/// A pool that gave no connection, in words: it could not connect (the server's answer), or
+/// no connection came within [`CHECKOUT_TIMEOUT`] (bb8's "Timed out in bb8"), with the last
+/// connect error when there was one.
+pub fn checkout_error<E>(server: &str, error: bb8::RunError<E>, last: &LastError) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match error {
+        bb8::RunError::User(e) => {
+            anyhow::Error::new(e).context(format!("cannot connect to {server}"))
+        }
+        bb8::RunError::TimedOut => {
+            let within = format!(
+                "no connection to {server} within {} s",
+                CHECKOUT_TIMEOUT.as_secs()
+            );
+            match last.get() {
+                Some(why) => anyhow::anyhow!("{within}: {why}"),
+                None => anyhow::anyhow!("{within}"),
+            }
+        }
+    }
+}
+
 /// Runs a readiness ping, or fails once [`PING_TIMEOUT`] has passed.
+/// The time-out names the pool's last connect error, when there was one.
 async fn within_ping_timeout(
     server: &str,
+    last: &LastError,
     ping: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     match tokio::time::timeout(PING_TIMEOUT, ping).await {
         Ok(result) => result,
-        Err(_) => anyhow::bail!("{server} gave no answer within {PING_TIMEOUT:?}"),
+        Err(_) => match last.get() {
+            Some(why) => anyhow::bail!("no answer within {PING_TIMEOUT:?}: {why}"),
+            None => anyhow::bail!("{server} gave no answer within {PING_TIMEOUT:?}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Service};
+
+    /// Nothing listens on port 1: a checkout times out, and says why, once.
+    #[tokio::test]
+    async fn a_pool_without_a_server_says_why_it_has_no_connection() {
+        let mut config = Config::defaults(Service::Vote);
+        config.redis.url =
+            crate::config::RedisUrl(crate::secret::SecretUrl::new("redis://127.0.0.1:1"));
+        config.postgres.url = crate::config::PostgresUrl(crate::secret::SecretUrl::new(
+            "postgres://postgres@127.0.0.1:1/postgres",
+        ));
+        let redis = Redis::new(&config.redis).unwrap();
+        let e = crate::error::describe(&redis.conn().await.err().unwrap());
+        assert!(e.starts_with("no connection to Redis within 2 s: "), "{e}");
+        assert_eq!(e.matches("refused").count(), 1, "{e}");
+        let e = crate::error::describe(&redis.ping().await.unwrap_err());
+        assert!(e.contains("refused"), "{e}");
+
+        let pg = pg_pool(&config.postgres, None).unwrap();
+        let e = crate::error::describe(&pg.get().await.err().unwrap());
+        assert!(
+            e.starts_with("no connection to PostgreSQL within 2 s: "),
+            "{e}"
+        );
+        assert_eq!(e.matches("refused").count(), 1, "{e}");
+        assert!(!e.contains("bb8"), "{e}");
     }
 }

@@ -15,12 +15,25 @@ use crate::config::{Config, Service};
 pub const EXIT_CONFIG: u8 = 2;
 
 /// The command line every service accepts: `[--config PATH] [healthcheck [URL]]`, plus
-/// `--help` and `--version`.
+/// `--help` and `--version`, plus the subcommands of the binary's own [`Tool`]s.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Args {
     pub config: Option<PathBuf>,
     /// `healthcheck [URL]`: probe the running service (exit 0 or 1) instead of running it.
     pub healthcheck: Option<Healthcheck>,
+    /// A [`Tool`]'s subcommand: its name and the arguments after it, as given.
+    pub tool: Option<(String, Vec<String>)>,
+}
+
+/// A subcommand of one binary that reads the configuration, does one thing and ends instead of
+/// running the service (e.g. `voting psql`). Every argument after its name is its own.
+#[derive(Clone, Copy)]
+pub struct Tool {
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// Runs it with the loaded configuration and the arguments after its name.
+    pub run: fn(&Config, Vec<String>) -> ExitCode,
 }
 
 /// The `healthcheck` subcommand: the URL to probe, by default `/readyz` on the configured
@@ -67,8 +80,9 @@ fn about(service: Service) -> &'static str {
         Service::Result => "The live results page: tallies from PostgreSQL, pushed over WebSocket.",
         Service::Worker => "Moves votes from the Redis stream into PostgreSQL.",
         Service::Voting => {
-            "The whole voting app in one process: vote, result and worker, with its own Redis \
-             and PostgreSQL when none is configured."
+            "The whole voting app in one process: vote, result and worker, with its own private \
+             Redis and PostgreSQL (Unix sockets in its data directory) unless redis.url or \
+             postgres.url names one."
         }
     }
 }
@@ -84,22 +98,68 @@ impl Args {
         service: Service,
         args: impl IntoIterator<Item = String>,
     ) -> Result<Args, (String, u8)> {
+        Args::parse_with_tools(service, &[], args)
+    }
+
+    /// [`Args::parse_for`] with the subcommands of `tools`.
+    pub fn parse_with_tools(
+        service: Service,
+        tools: &[Tool],
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Args, (String, u8)> {
         use clap::{CommandFactory, FromArgMatches};
-        let command = Cli::command()
+        let mut command = Cli::command()
             .name(service.name())
             .bin_name(service.name())
             .about(about(service))
             .after_help(CONFIG_HELP);
+        for tool in tools {
+            command = command.subcommand(
+                clap::Command::new(tool.name)
+                    .about(tool.about)
+                    .override_usage(format!("{} {} [ARGS]...", service.name(), tool.name))
+                    .after_help(
+                        "Every argument after the subcommand's name is passed on as it is.",
+                    ),
+            );
+        }
+        // Everything after a tool's name is the tool's, `--help` and `-c` included: clap sees
+        // only what comes before it.
+        let mut args: Vec<String> = args.into_iter().collect();
+        let mut tool = None;
+        let mut i = 0;
+        while let Some(arg) = args.get(i) {
+            match arg.as_str() {
+                "-c" | "--config" => i += 2,
+                "--" => break,
+                a if a.starts_with('-') => i += 1,
+                a => {
+                    if let Some(t) = tools.iter().find(|t| t.name == a) {
+                        tool = Some((t.name.to_string(), args.split_off(i + 1)));
+                    }
+                    break;
+                }
+            }
+        }
         let args = std::iter::once(service.name().to_string()).chain(args);
-        let parsed = command
-            .try_get_matches_from(args)
-            .and_then(|m| Cli::from_arg_matches(&m));
+        let parsed = command.try_get_matches_from(args).and_then(|m| {
+            let cli = match &tool {
+                // The derived parser knows only `healthcheck`.
+                Some(_) => Cli {
+                    config: m.get_one::<PathBuf>("config").cloned(),
+                    command: None,
+                },
+                None => Cli::from_arg_matches(&m)?,
+            };
+            Ok((cli, tool))
+        });
         match parsed {
-            Ok(cli) => Ok(Args {
+            Ok((cli, tool)) => Ok(Args {
                 config: cli.config,
                 healthcheck: cli
                     .command
                     .map(|Sub::Healthcheck { url }| Healthcheck { url }),
+                tool,
             }),
             Err(e) => {
                 let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
@@ -137,8 +197,24 @@ where
     F: FnOnce(Config, T, TcpListener, ShutdownSignal) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    main_with_tools(service, &[], prepare, run)
+}
+
+/// Like [`main_with`], with the subcommands of `tools`: one given on the command line runs
+/// with the loaded configuration instead of the service, and its exit code is the binary's.
+pub fn main_with_tools<P, T, F, Fut>(
+    service: Service,
+    tools: &[Tool],
+    prepare: P,
+    run: F,
+) -> ExitCode
+where
+    P: FnOnce(&Config) -> Result<T, String>,
+    F: FnOnce(Config, T, TcpListener, ShutdownSignal) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let name = service.name();
-    let args = match Args::parse_for(service, std::env::args().skip(1)) {
+    let args = match Args::parse_with_tools(service, tools, std::env::args().skip(1)) {
         Ok(args) => args,
         Err((message, 0)) => {
             print!("{message}");
@@ -159,6 +235,11 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some((tool, tool_args)) = args.tool
+        && let Some(tool) = tools.iter().find(|t| t.name == tool)
+    {
+        return (tool.run)(&config, tool_args);
+    }
     let prepared = match prepare(&config) {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -190,7 +271,7 @@ where
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(service = name, error = format!("{e:#}"), "failed");
+            tracing::error!(service = name, error = crate::error::describe(&e), "failed");
             ExitCode::FAILURE
         }
     }
@@ -272,6 +353,47 @@ mod tests {
         assert!(args(&["healthcheck", "http://a/", "http://b/"]).is_err());
         assert!(args(&["healthcheck", "healthcheck"]).is_err());
         assert!(args(&["healthcheck", "8082"]).is_err());
+    }
+
+    #[test]
+    fn tools_take_every_argument_after_their_name() {
+        fn run(_: &Config, _: Vec<String>) -> ExitCode {
+            ExitCode::SUCCESS
+        }
+        let tools = [Tool {
+            name: "psql",
+            about: "Opens psql on the database.",
+            run,
+        }];
+        let parse = |list: &[&str]| {
+            Args::parse_with_tools(Service::Voting, &tools, list.iter().map(|s| s.to_string()))
+        };
+        let args = parse(&["--config", "v.toml", "psql", "-c", "SELECT 1", "--help"]).unwrap();
+        assert_eq!(args.config, Some("v.toml".into()));
+        assert_eq!(
+            args.tool,
+            Some((
+                "psql".into(),
+                vec!["-c".into(), "SELECT 1".into(), "--help".into()]
+            ))
+        );
+        assert_eq!(
+            parse(&["psql"]).unwrap().tool,
+            Some(("psql".into(), vec![]))
+        );
+        assert_eq!(parse(&[]).unwrap().tool, None);
+        let (help, code) = parse(&["--help"]).unwrap_err();
+        assert_eq!(code, 0);
+        assert!(
+            help.contains("psql") && help.contains("Opens psql"),
+            "{help}"
+        );
+        // Other binaries do not have it.
+        assert!(args_of(Service::Vote, &["psql"]).is_err());
+    }
+
+    fn args_of(service: Service, list: &[&str]) -> Result<Args, (String, u8)> {
+        Args::parse_for(service, list.iter().map(|s| s.to_string()))
     }
 
     #[test]

@@ -111,6 +111,19 @@ pub fn log_tail(path: &Path, max_bytes: u64) -> String {
     }
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (a process that exited and that
+/// its parent, perhaps an init that never reaps, has not waited for).
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
 /// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`, `"STOP"`…) to `pid` with the `kill`
 /// program, found at its usual places first so that an odd `PATH` cannot stop a clean
 /// shutdown. Waits for `kill` itself, which takes a millisecond or so.
@@ -157,6 +170,12 @@ mod tests {
     #[test]
     fn tail_of_a_missing_log_says_so() {
         assert!(log_tail(Path::new("/no/such/log"), 100).contains("cannot read log"));
+    }
+
+    #[test]
+    fn this_process_runs_and_no_process_does_not() {
+        assert!(is_running(std::process::id()));
+        assert!(!is_running(4_194_305));
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! The command line: a hand-written parser into [`Config`], the help text, and the parsers
-//! of its values (durations, rates, option mixes, the target URL).
+//! The command line: clap's parser into [`Config`], with the help text, and the parsers of its
+//! values (durations, rates, option mixes, the target URL).
 //!
 //! Every value is checked here, so a bad argument stops the program before it sends anything
-//! (exit code 2, one line naming the argument).
+//! (exit code 2, clap's message naming the argument).
 
 use std::fmt;
 use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run(Box<Config>),
-    Help,
-    Version,
+    /// `--help`: the text to print.
+    Help(String),
+    /// `--version`: the text to print.
+    Version(String),
 }
 
 /// Everything a run needs, checked.
@@ -62,57 +66,89 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub const HELP: &str = "\
-loadgen: votes over HTTP against the vote service, then optionally checks that every
-accepted vote reached PostgreSQL
-
-Usage: loadgen [OPTIONS] (--votes N | --duration D)
-
+const AFTER_HELP: &str = "\
 Examples:
   loadgen --url http://localhost:8081/vote/ --votes 100000 --concurrency 64
   loadgen --rate 5000 --duration 30s --voters 1000 --revote-ratio 0.2
   loadgen --votes 3000 --mix a=60,b=40 --verify postgres://postgres@127.0.0.1/postgres
 
-What to send:
-  --url URL             the vote page, http:// only [default: http://localhost:8081/vote/]
-                        JSON votes go to POST <URL>api/vote and must answer 202
-  --form                send the page's form instead: POST <URL> with vote=<key>, expects 303
-  --options A,B,...     option keys, chosen evenly [default: a,b]
-  --mix A=W,B=W,...     option keys with weights, e.g. a=60,b=40 (instead of --options)
-  --voters N            distinct voters, each with its own voter_id cookie
-                        [default: one per vote]
-  --revote-ratio F      fraction (0 to 1) of votes cast again by a voter who already voted
-                        [default: 0]; once all voters have voted, every vote is a re-vote
-  --seed N              seed of voter ids and choices [default: random]
-
-How much, how fast (at least one of --votes and --duration; whichever comes first stops):
-  --votes N             votes to send (at most 100000000)
-  --duration D          how long to send, e.g. 500ms, 30s, 2m (at most 1h)
-  --rate N              open loop: N votes per second at fixed intervals, latency measured
-                        from each vote's scheduled time [default: as fast as answered]
-  --concurrency N       connections (keep-alive), one request in flight on each [default: 64]
-  --timeout D           longest one request may take, connecting included [default: 10s]
-  --threads N           threads sending requests [default: 1]
-
-Checking:
-  --verify PG_URL       after sending, wait until every accepted vote is in PostgreSQL: each
-                        voter's last accepted vote must be its row in `votes`
-  --verify-timeout D    how long to wait for that [default: 60s]
-
-Output:
-  --json                print the summary as one JSON object
-  --quiet               no progress (a bar on a terminal, else a line a second on stderr)
-  -h, --help            this text
-  -V, --version         the version
-
+At least one of --votes and --duration is needed; whichever comes first stops the run.
 A voter never has two votes in flight at once, so the last vote answered is the last queued.
 
 Exit status: 0 all votes accepted (and verified); 1 a vote was refused (any status but 202,
 or 303 with --form), failed (connect, timeout) or lost/wrong in PostgreSQL, or the run was
-interrupted; 2 bad arguments.
-";
+interrupted; 2 bad arguments.";
 
-/// A bad command line, naming the argument.
+/// loadgen: votes over HTTP against the vote service, then optionally checks that every
+/// accepted vote reached PostgreSQL
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    override_usage = "loadgen [OPTIONS] (--votes N | --duration D)",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// The vote page, http:// only; JSON votes go to POST <URL>api/vote and must answer 202
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL, value_parser = url_arg, help_heading = "What to send")]
+    url: String,
+    /// Send the page's form instead: POST <URL> with vote=<key>, expects 303
+    #[arg(long, help_heading = "What to send")]
+    form: bool,
+    /// Option keys, chosen evenly [default: a,b]
+    #[arg(long, value_name = "A,B,...", value_parser = parse_options, conflicts_with = "mix", help_heading = "What to send")]
+    options: Option<Mix>,
+    /// Option keys with weights, e.g. a=60,b=40 (instead of --options)
+    #[arg(long, value_name = "A=W,B=W,...", value_parser = parse_mix, help_heading = "What to send")]
+    mix: Option<Mix>,
+    /// Distinct voters, each with its own voter_id cookie [default: one per vote]
+    #[arg(long, value_name = "N", value_parser = votes_arg, help_heading = "What to send")]
+    voters: Option<u64>,
+    /// Fraction (0 to 1) of votes cast again by a voter who already voted; once all voters
+    /// have voted, every vote is a re-vote
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = ratio_arg, help_heading = "What to send")]
+    revote_ratio: f64,
+    /// Seed of voter ids and choices [default: random]
+    #[arg(long, value_name = "N", help_heading = "What to send")]
+    seed: Option<u64>,
+
+    /// Votes to send (at most 100000000)
+    #[arg(long, value_name = "N", value_parser = votes_arg, help_heading = "How much, how fast")]
+    votes: Option<u64>,
+    /// How long to send, e.g. 500ms, 30s, 2m (at most 1h)
+    #[arg(long, value_name = "D", value_parser = up_to_an_hour, help_heading = "How much, how fast")]
+    duration: Option<Duration>,
+    /// Open loop: N votes per second at fixed intervals, latency measured from each vote's
+    /// scheduled time [default: as fast as answered]
+    #[arg(long, value_name = "N", value_parser = parse_rate, help_heading = "How much, how fast")]
+    rate: Option<f64>,
+    /// Connections (keep-alive), one request in flight on each
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY, value_parser = concurrency_arg, help_heading = "How much, how fast")]
+    concurrency: usize,
+    /// Longest one request may take, connecting included [default: 10s]
+    #[arg(long, value_name = "D", value_parser = timeout_arg, help_heading = "How much, how fast")]
+    timeout: Option<Duration>,
+    /// Threads sending requests
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = threads_arg, help_heading = "How much, how fast")]
+    threads: usize,
+
+    /// After sending, wait until every accepted vote is in PostgreSQL: each voter's last
+    /// accepted vote must be its row in `votes`
+    #[arg(long, value_name = "PG_URL", value_parser = pg_url_arg, help_heading = "Checking")]
+    verify: Option<String>,
+    /// How long to wait for that [default: 60s]
+    #[arg(long, value_name = "D", value_parser = up_to_an_hour, help_heading = "Checking")]
+    verify_timeout: Option<Duration>,
+
+    /// Print the summary as one JSON object
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+    /// No progress (a bar on a terminal, else a line a second on stderr)
+    #[arg(short, long, help_heading = "Output")]
+    quiet: bool,
+}
+
+/// A bad command line: clap's message, naming the argument, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
@@ -128,164 +164,125 @@ fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
+/// The help text (`--help`).
+pub fn help() -> String {
+    Cli::command().render_help().to_string()
+}
+
 /// Parses the arguments (without the program name).
 pub fn parse<I, S>(args: I) -> Result<Command, UsageError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let mut url = DEFAULT_URL.to_string();
-    let mut votes = None;
-    let mut duration = None;
-    let mut rate = None;
-    let mut concurrency = DEFAULT_CONCURRENCY;
-    let mut voters = None;
-    let mut revote_ratio = 0.0;
-    let mut options = None;
-    let mut mix = None;
-    let mut form = false;
-    let mut timeout = DEFAULT_TIMEOUT;
-    let mut verify = None;
-    let mut verify_timeout = DEFAULT_VERIFY_TIMEOUT;
-    let mut json = false;
-    let mut quiet = false;
-    let mut seed = None;
-    let mut threads = 1;
-
-    let mut args = args.into_iter().map(Into::into);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let flag = |inline: &Option<String>| match inline {
-            Some(_) => Err(usage(format!("{name} takes no value"))),
-            None => Ok(true),
-        };
-        let mut value = || -> Result<String, UsageError> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => args
-                    .next()
-                    .ok_or_else(|| usage(format!("{name} needs a value"))),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--url" => url = value()?,
-            "--votes" => {
-                votes = Some(count(&name, &value()?, 1, MAX_VOTES)?);
-            }
-            "--duration" => {
-                let d = duration_arg(&name, &value()?)?;
-                if d > MAX_DURATION {
-                    return Err(usage(format!("{name}: at most 1h")));
+    let mut command = Cli::command();
+    let args = std::iter::once("loadgen".to_string()).chain(args.into_iter().map(Into::into));
+    let matches = match command.try_get_matches_from_mut(args) {
+        Ok(m) => m,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp => Ok(Command::Help(e.render().to_string())),
+                clap::error::ErrorKind::DisplayVersion => {
+                    Ok(Command::Version(e.render().to_string()))
                 }
-                duration = Some(d);
-            }
-            "--rate" => rate = Some(parse_rate(&value()?).map_err(|e| named(&name, e))?),
-            "--concurrency" => {
-                concurrency = count(&name, &value()?, 1, MAX_CONCURRENCY as u64)? as usize;
-            }
-            "--voters" => voters = Some(count(&name, &value()?, 1, MAX_VOTES)?),
-            "--revote-ratio" => {
-                let v = value()?;
-                revote_ratio = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| (0.0..=1.0).contains(f))
-                    .ok_or_else(|| usage(format!("{name}: {v:?} is not a number from 0 to 1")))?;
-            }
-            "--options" => options = Some(value()?),
-            "--mix" => mix = Some(value()?),
-            "--form" => form = flag(&inline)?,
-            "--timeout" => {
-                let d = duration_arg(&name, &value()?)?;
-                if d > MAX_TIMEOUT {
-                    return Err(usage(format!("{name}: at most 5m")));
-                }
-                timeout = d;
-            }
-            "--verify" => {
-                let v = value()?;
-                v.parse::<tokio_postgres::Config>()
-                    .map_err(|e| usage(format!("{name}: not a PostgreSQL URL: {e}")))?;
-                verify = Some(v);
-            }
-            "--verify-timeout" => {
-                let d = duration_arg(&name, &value()?)?;
-                if d > MAX_DURATION {
-                    return Err(usage(format!("{name}: at most 1h")));
-                }
-                verify_timeout = d;
-            }
-            "--json" => json = flag(&inline)?,
-            "--quiet" | "-q" => quiet = flag(&inline)?,
-            "--seed" => {
-                let v = value()?;
-                seed = Some(
-                    v.parse::<u64>()
-                        .map_err(|_| usage(format!("{name}: {v:?} is not a whole number")))?,
-                );
-            }
-            "--threads" => threads = count(&name, &value()?, 1, MAX_THREADS as u64)? as usize,
-            other if other.starts_with('-') => {
-                return Err(usage(format!("unknown option {other}")));
-            }
-            other => return Err(usage(format!("unexpected argument {other:?}"))),
+                _ => Err(usage(e.render().to_string())),
+            };
         }
-    }
-
-    if votes.is_none() && duration.is_none() {
-        return Err(usage(
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| usage(e.render().to_string()))?;
+    let refuse =
+        |kind, message: &str| usage(command.clone().error(kind, message).render().to_string());
+    if cli.votes.is_none() && cli.duration.is_none() {
+        return Err(refuse(
+            clap::error::ErrorKind::MissingRequiredArgument,
             "say how much to send: --votes N, --duration D, or both",
         ));
     }
-    let mix = match (options, mix) {
-        (Some(_), Some(_)) => return Err(usage("--options and --mix exclude each other")),
-        (Some(o), None) => parse_options(&o).map_err(|e| named("--options", e))?,
-        (None, Some(m)) => parse_mix(&m).map_err(|e| named("--mix", e))?,
-        (None, None) => Mix::even(&["a", "b"]),
-    };
-    let target = Target::parse(&url, form).map_err(|e| named("--url", e))?;
+    let mix = cli
+        .options
+        .or(cli.mix)
+        .unwrap_or_else(|| Mix::even(&["a", "b"]));
+    let target = Target::parse(&cli.url, cli.form).map_err(|e| {
+        refuse(
+            clap::error::ErrorKind::ValueValidation,
+            &format!("--url: {e}"),
+        )
+    })?;
     Ok(Command::Run(Box::new(Config {
         target,
-        votes,
-        duration,
-        rate,
-        concurrency,
-        voters,
-        revote_ratio,
+        votes: cli.votes,
+        duration: cli.duration,
+        rate: cli.rate,
+        concurrency: cli.concurrency,
+        voters: cli.voters,
+        revote_ratio: cli.revote_ratio,
         mix,
-        form,
-        timeout,
-        verify,
-        verify_timeout,
-        json,
-        quiet,
-        seed,
-        threads,
+        form: cli.form,
+        timeout: cli.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        verify: cli.verify,
+        verify_timeout: cli.verify_timeout.unwrap_or(DEFAULT_VERIFY_TIMEOUT),
+        json: cli.json,
+        quiet: cli.quiet,
+        seed: cli.seed,
+        threads: cli.threads,
     })))
 }
 
-fn named(name: &str, e: String) -> UsageError {
-    usage(format!("{name}: {e}"))
+fn url_arg(s: &str) -> Result<String, String> {
+    Target::parse(s, false).map(|_| s.to_string())
 }
 
-fn count(name: &str, v: &str, min: u64, max: u64) -> Result<u64, UsageError> {
+fn votes_arg(s: &str) -> Result<u64, String> {
+    count(s, 1, MAX_VOTES)
+}
+
+fn concurrency_arg(s: &str) -> Result<usize, String> {
+    count(s, 1, MAX_CONCURRENCY as u64).map(|n| n as usize)
+}
+
+fn threads_arg(s: &str) -> Result<usize, String> {
+    count(s, 1, MAX_THREADS as u64).map(|n| n as usize)
+}
+
+fn ratio_arg(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("{s:?} is not a number from 0 to 1"))
+}
+
+fn up_to_an_hour(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_DURATION {
+        return Err("at most 1h".into());
+    }
+    Ok(d)
+}
+
+fn timeout_arg(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_TIMEOUT {
+        return Err("at most 5m".into());
+    }
+    Ok(d)
+}
+
+fn pg_url_arg(s: &str) -> Result<String, String> {
+    s.parse::<tokio_postgres::Config>()
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    Ok(s.to_string())
+}
+
+/// A whole number from `min` to `max` (`_` may separate digits).
+fn count(v: &str, min: u64, max: u64) -> Result<u64, String> {
     let n = v
         .replace('_', "")
         .parse::<u64>()
-        .map_err(|_| usage(format!("{name}: {v:?} is not a whole number")))?;
+        .map_err(|_| format!("{v:?} is not a whole number"))?;
     if n < min || n > max {
-        return Err(usage(format!("{name}: {n} is not from {min} to {max}")));
+        return Err(format!("{n} is not from {min} to {max}"));
     }
     Ok(n)
-}
-
-fn duration_arg(name: &str, v: &str) -> Result<Duration, UsageError> {
-    parse_duration(v).map_err(|e| named(name, e))
 }
 
 /// A positive duration: a number (decimals allowed) and a unit `ms`, `s`, `m` or `h`; a bare
@@ -647,24 +644,27 @@ mod tests {
             (&["--rate", "100"], "--votes N, --duration D"),
             (&["--votes", "0"], "--votes"),
             (&["--votes", "ten"], "--votes"),
-            (&["--votes"], "--votes needs a value"),
+            (&["--votes"], "a value is required for '--votes"),
             (&["--votes", "1", "--duration", "2h"], "--duration"),
             (&["--votes", "1", "--concurrency", "0"], "--concurrency"),
             (&["--votes", "1", "--revote-ratio", "1.5"], "--revote-ratio"),
             (&["--votes", "1", "--url", "https://x/"], "--url"),
             (
                 &["--votes", "1", "--mix", "a=1", "--options", "a"],
-                "exclude",
+                "cannot be used with",
             ),
             (&["--votes", "1", "--options", "Cats"], "--options"),
             (&["--votes", "1", "--verify", "mysql://x"], "--verify"),
             (&["--votes", "1", "--timeout", "10m"], "--timeout"),
-            (&["--votes", "1", "--form=yes"], "--form takes no value"),
+            (
+                &["--votes", "1", "--form=yes"],
+                "unexpected value 'yes' for '--form'",
+            ),
             (
                 &["--votes", "1", "--frobnicate"],
-                "unknown option --frobnicate",
+                "unexpected argument '--frobnicate'",
             ),
-            (&["--votes", "1", "stray"], "unexpected argument"),
+            (&["--votes", "1", "stray"], "unexpected argument 'stray'"),
         ];
         for (args, wanted) in cases {
             let err = run(args).expect_err("refused");
@@ -674,7 +674,48 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse(["--votes", "1", "--help"]), Ok(Command::Help));
-        assert_eq!(parse(["-V"]), Ok(Command::Version));
+        let Ok(Command::Help(help)) = parse(["--votes", "1", "--help"]) else {
+            panic!("--help asks for the help")
+        };
+        assert!(
+            help.contains("Usage: loadgen [OPTIONS] (--votes N | --duration D)"),
+            "{help}"
+        );
+        for heading in [
+            "What to send:",
+            "How much, how fast:",
+            "Checking:",
+            "Output:",
+        ] {
+            assert!(help.contains(heading), "{heading}: {help}");
+        }
+        assert!(
+            help.contains("Exit status:") && help.contains("Examples:"),
+            "{help}"
+        );
+        assert_eq!(
+            parse(["-V"]),
+            Ok(Command::Version(format!(
+                "loadgen {}\n",
+                env!("CARGO_PKG_VERSION")
+            )))
+        );
+    }
+
+    #[test]
+    fn every_value_is_checked_where_it_is_given() {
+        let wrong: &[(&[&str], &str)] = &[
+            (&["--votes", "1", "--voters", "0"], "--voters"),
+            (&["--votes", "1", "--threads", "65"], "--threads"),
+            (&["--votes", "1", "--rate", "0"], "--rate"),
+            (&["--votes", "1", "--verify-timeout", "2h"], "at most 1h"),
+            (&["--votes", "1", "--seed", "x"], "--seed"),
+            (&["--votes", "1", "--mix", "a=0"], "every weight is 0"),
+        ];
+        for (args, wanted) in wrong {
+            let err = run(args).expect_err("refused");
+            assert!(err.0.contains(wanted), "{args:?}: {err} lacks {wanted:?}");
+        }
+        assert!(run(&["--votes", "1", "-q"]).unwrap().quiet);
     }
 }

@@ -150,20 +150,18 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args: Result<Vec<String>, _> = args.into_iter().map(|a| a.into_string()).collect();
     let parsed = match args {
         Ok(args) => args::parse(args),
-        Err(bad) => Err(args::UsageError(format!("{bad:?} is not UTF-8"))),
+        Err(bad) => Err(args::UsageError(format!(
+            "error: {bad:?} is not UTF-8\n\nFor more information, try '--help'.\n"
+        ))),
     };
     let config = match parsed {
         Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            print!("{}", args::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("loadgen {}", env!("CARGO_PKG_VERSION"));
+        Ok(Command::Help(text) | Command::Version(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("loadgen: {e}\nTry 'loadgen --help'.");
+            eprint!("{e}");
             return ExitCode::from(2);
         }
     };

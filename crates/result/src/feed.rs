@@ -21,7 +21,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::backoff::Backoff;
+use common::backoff::{Backoff, Outage};
 use common::config::Config;
 use common::metrics::{Counter, Gauge};
 use common::options::Options;
@@ -98,6 +98,8 @@ pub struct Feed {
     tx: watch::Sender<Arc<Snapshot>>,
     stats: Arc<FeedStats>,
     version: u64,
+    /// What the log says about reconnecting.
+    outage: Outage,
 }
 
 impl Feed {
@@ -129,6 +131,7 @@ impl Feed {
             tx,
             stats,
             version: 0,
+            outage: Outage::default(),
         };
         Ok((feed, rx))
     }
@@ -147,8 +150,13 @@ impl Feed {
             };
             self.stats.failures.inc();
             let wait = backoff.next_wait();
-            tracing::warn!(error = format!("{error:#}"), retry_in = ?wait, "tally feed lost PostgreSQL; showing the last tally as stale");
-            self.stats.set_error(Some(format!("{error:#}")));
+            let reason = common::error::describe(&error);
+            if self.outage.failed(&reason) {
+                tracing::warn!(error = reason, retry_in = ?wait, "tally feed lost PostgreSQL; showing the last tally as stale; retrying with backoff (logged again when the reason changes)");
+            } else {
+                tracing::debug!(error = reason, retry_in = ?wait, "tally feed: reconnecting failed again");
+            }
+            self.stats.set_error(Some(reason));
             let counts = self.tx.borrow().counts.clone();
             self.publish(counts, true, None);
             tokio::select! {
@@ -184,7 +192,15 @@ impl Feed {
                 client.prepare("SELECT vote, count FROM tallies"),
             )
             .await?;
-        tracing::info!("tally feed connected to PostgreSQL and listening");
+        match self.outage.recovered() {
+            Some(failures) => {
+                tracing::info!(
+                    failures,
+                    "tally feed connected to PostgreSQL again and listening"
+                )
+            }
+            None => tracing::info!("tally feed connected to PostgreSQL and listening"),
+        }
 
         let mut poll = tokio::time::interval_at(
             tokio::time::Instant::now() + self.poll_interval,

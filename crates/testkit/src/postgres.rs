@@ -197,6 +197,41 @@ impl Postgres {
         self.launch().map_err(LaunchError::into_inner)
     }
 
+    /// Makes the server ask every TCP client for a password (`scram-sha-256`), and gives the
+    /// `postgres` superuser `password`; the Unix socket in the data directory stays `trust`.
+    /// Connections already open stay as they are.
+    ///
+    /// # Errors
+    ///
+    /// When the server cannot be reached, or the file cannot be written.
+    pub async fn require_password(&self, password: &str) -> anyhow::Result<()> {
+        let client = pg_client(&self.url()).await?;
+        let quoted = password.replace('\'', "''");
+        client
+            .batch_execute(&format!(
+                "SET password_encryption = 'scram-sha-256'; \
+                 ALTER ROLE postgres PASSWORD '{quoted}'"
+            ))
+            .await
+            .context("ALTER ROLE postgres PASSWORD")?;
+        let hba = "local all all trust\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n\
+                   host all all ::1/128 scram-sha-256\n";
+        let path = self.data.join("pg_hba.conf");
+        std::fs::write(&path, hba).with_context(|| format!("cannot write {}", path.display()))?;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .context("pg_reload_conf()")?;
+        Ok(())
+    }
+
+    /// The server's log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// Where the server's stdout and stderr go.
     fn log_path(&self) -> PathBuf {
         self.root.path().join("postgres.log")

@@ -15,11 +15,13 @@
 //! answer in time and may still apply it. The voter id is the vote's idempotency key, so
 //! voting again after that never counts twice.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ::http::header::{self, HeaderValue};
 use ::http::{Method, Request, StatusCode};
 use askama::Template;
+use common::backoff::Outage;
 use common::config::Config;
 use common::http::{self as web, Limits, Resp, read_body};
 use common::metrics::{Counter, Exposition};
@@ -49,6 +51,11 @@ pub struct State {
     /// Believe `X-Forwarded-Proto` (`http.trust_proxy`).
     trust_proxy: bool,
     metrics: Metrics,
+    /// What the log said last about Redis: one line when votes start failing, when the
+    /// reason changes and when they are queued again, not one per vote.
+    outage: Mutex<Outage>,
+    /// `outage` is failing (read on every accepted vote without taking the lock).
+    failing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -75,7 +82,37 @@ impl State {
             secure_cookie: config.vote.secure_cookie,
             trust_proxy: config.http.trust_proxy,
             metrics: Metrics::default(),
+            outage: Mutex::new(Outage::default()),
+            failing: AtomicBool::new(false),
         })
+    }
+
+    /// A vote the queue did not confirm, for the log.
+    fn queue_failed(&self, e: &anyhow::Error, outcome: &'static str) {
+        let reason = common::error::describe(e);
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        self.failing.store(true, Ordering::Relaxed);
+        if outage.failed(&reason) {
+            tracing::warn!(
+                error = reason,
+                outcome,
+                "vote not confirmed; votes are answered 503 until Redis answers (logged again when the reason changes)"
+            );
+        } else {
+            tracing::debug!(error = reason, outcome, "vote not confirmed");
+        }
+    }
+
+    /// A vote queued: after failures, the log says that votes are queued again.
+    fn queue_works(&self) {
+        if !self.failing.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        self.failing.store(false, Ordering::Relaxed);
+        if let Some(failures) = outage.recovered() {
+            tracing::info!(failures, "votes are queued again");
+        }
     }
 }
 
@@ -162,7 +199,8 @@ impl Refusal {
         }
     }
 
-    fn count(&self, m: &Metrics) {
+    fn count(&self, state: &State) {
+        let m = &state.metrics;
         let counter = match self {
             Refusal::Input(_) | Refusal::UnknownOption(_) => &m.refused_bad_request,
             Refusal::Body(web::BodyError::TooLarge(_)) => &m.refused_too_large,
@@ -176,11 +214,7 @@ impl Refusal {
         };
         counter.inc();
         if let Refusal::Queue(QueueError::Unavailable(e) | QueueError::Unconfirmed(e)) = self {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                outcome = self.outcome(),
-                "vote not confirmed"
-            );
+            state.queue_failed(e, self.outcome());
         }
     }
 
@@ -225,6 +259,7 @@ async fn accept(
     let option = state.options.get(&raw).ok_or(Refusal::UnknownOption(raw))?;
     let ballot = state.queue.append(voter, &option.key).await?;
     state.metrics.accepted.inc();
+    state.queue_works();
     Ok(Accepted {
         key: option.key.clone(),
         ballot,
@@ -285,7 +320,7 @@ async fn form_vote(state: &State, req: Request<Incoming>) -> Resp {
             resp
         }
         Err(refusal) => {
-            refusal.count(&state.metrics);
+            refusal.count(state);
             let mut page = VotePage::new(&state.options, choice.as_deref(), &state.hostname);
             page.error = Some(refusal.to_string());
             let mut resp = render(page, refusal.status());
@@ -325,7 +360,7 @@ async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
             resp
         }
         Err(refusal) => {
-            refusal.count(&state.metrics);
+            refusal.count(state);
             let answer = RefusalAnswer {
                 error: refusal.to_string(),
                 outcome: refusal.outcome(),
@@ -369,7 +404,7 @@ async fn readyz(state: &State) -> Resp {
 pub async fn problems(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(e) = state.queue.redis().ping().await {
-        problems.push(format!("redis: {e:#}"));
+        problems.push(format!("redis: {}", common::error::describe(&e)));
     }
     problems
 }

@@ -2,19 +2,28 @@
 //! (`initdb` on first use), their command lines, how to tell that they are ready, and how to
 //! ask them to stop.
 //!
-//! - Redis: `redis-server --port P --bind HOST --dir DATA/redis --appendonly yes --save ""`.
-//!   Every write is in the append-only file before Redis answers it, so a restart (even after
-//!   a crash of Redis alone) loses no queued vote. Ready when it answers `PING` with `PONG`.
-//!   Stopped with SIGTERM (it flushes the file and exits).
+//! - Redis: `redis-server --port 0 --unixsocket DATA/redis/redis.sock --unixsocketperm 700
+//!   --dir DATA/redis --appendonly yes --save ""`: no TCP port. Every write is in the
+//!   append-only file before Redis answers it, so a restart (even after a crash of Redis alone)
+//!   loses no queued vote. Ready when it answers `PING` with `PONG`. Stopped with SIGTERM (it
+//!   flushes the file and exits).
 //! - PostgreSQL: `initdb -U postgres --auth=trust -E UTF8` into `DATA/postgres` the first time
 //!   (into a temporary directory renamed into place, so an interrupted `initdb` leaves nothing
-//!   half made), then `postgres -D DATA/postgres -p P -c listen_addresses=HOST`, without a
-//!   Unix socket. Ready when it accepts a connection as `postgres`. Stopped with SIGINT (fast
-//!   shutdown). As root both run as the `postgres` system user, which owns `DATA/postgres`.
+//!   half made), then `postgres -D DATA/postgres -c listen_addresses= -c
+//!   unix_socket_directories=DATA/postgres`: no TCP port, its socket in its own 0700
+//!   directory (`trust` is safe there: only its owner and root can enter). Ready when it
+//!   accepts a connection as `postgres`. Stopped with SIGINT (fast shutdown). As root it runs
+//!   as the `postgres` system user, which owns `DATA/postgres`.
 //! - Output of both goes to `DATA/redis.log` and `DATA/postgres.log`.
+//! - `DATA/voting.lock` is held (locked) while this process runs: a second `voting` on the
+//!   same data directory stops at once instead of taking the sockets over.
+//! - Servers a previous `voting` left running (it was killed with SIGKILL, which its children
+//!   outlive) still answer on the sockets; with the lock held, they belong to no one:
+//!   [`stop_leftovers`] stops them (Redis `SHUTDOWN`, which writes its file; PostgreSQL
+//!   SIGINT) before its own start, so two servers never share one data directory.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -23,17 +32,36 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::plan::{Plan, PostgresPlan, RedisPlan};
+use crate::plan::{POSTGRES_SOCKET_PORT, Plan, PostgresPlan, RedisPlan};
 use crate::supervise::{Daemon, Probe};
 
 /// How long one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Creates the data directory; made traversable when PostgreSQL runs as another user.
-pub fn prepare_data_dir(plan: &Plan) -> anyhow::Result<()> {
+/// Creates the data directory (made traversable when PostgreSQL runs as another user) and
+/// locks it: the returned file holds the lock until it is dropped.
+pub fn prepare_data_dir(plan: &Plan) -> anyhow::Result<File> {
     let dir = &plan.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let lock_path = dir.join("voting.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another voting process uses the data directory {}: stop it, or give this one \
+             another directory (voting.data_dir, VOTING_VOTING__DATA_DIR)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
     let runs_as_other = plan.postgres.as_ref().is_some_and(|p| p.run_as.is_some());
     if runs_as_other {
         let mode = std::fs::metadata(dir)
@@ -50,20 +78,25 @@ pub fn prepare_data_dir(plan: &Plan) -> anyhow::Result<()> {
                 })?;
         }
     }
-    Ok(())
+    Ok(lock)
 }
 
-/// The Redis server of `plan`, its directory created.
+/// The Redis server of `plan`, its directory created (0700: only this user reaches the
+/// socket).
 pub fn redis(plan: &RedisPlan, data_dir: &Path) -> anyhow::Result<Daemon> {
-    let dir = data_dir.join("redis");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = &plan.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot chmod 0700 {}", dir.display()))?;
     let args: Vec<OsString> = vec![
         "--port".into(),
-        plan.addr.port().to_string().into(),
-        "--bind".into(),
-        plan.addr.ip().to_string().into(),
+        "0".into(),
+        "--unixsocket".into(),
+        plan.socket().into_os_string(),
+        "--unixsocketperm".into(),
+        "700".into(),
         "--dir".into(),
-        dir.into_os_string(),
+        dir.clone().into_os_string(),
         "--appendonly".into(),
         "yes".into(),
         "--save".into(),
@@ -77,27 +110,39 @@ pub fn redis(plan: &RedisPlan, data_dir: &Path) -> anyhow::Result<Daemon> {
         args,
         run_as: None,
         log: data_dir.join("redis.log"),
-        probe: Probe::Redis(plan.addr),
+        probe: Probe::Redis(plan.socket()),
         stop_signal: "TERM",
     })
 }
 
 /// The PostgreSQL server of `plan`; runs `initdb` first when the cluster does not exist yet.
 pub async fn postgres(plan: &PostgresPlan, data_dir: &Path) -> anyhow::Result<Daemon> {
-    let cluster = data_dir.join("postgres");
+    let cluster = &plan.cluster;
     let log = data_dir.join("postgres.log");
-    if !is_cluster(&cluster) {
-        initdb(plan, &cluster, &log).await?;
+    if !is_cluster(cluster) {
+        initdb(plan, cluster, &log).await?;
     }
+    // A list setting: the path in double quotes, so that a space or a comma stays in it.
+    let mut sockets = OsString::from("unix_socket_directories=\"");
+    sockets.push(
+        cluster
+            .as_os_str()
+            .to_string_lossy()
+            .replace('"', "\"\"")
+            .as_str(),
+    );
+    sockets.push("\"");
     let args: Vec<OsString> = vec![
         "-D".into(),
-        cluster.into_os_string(),
+        cluster.clone().into_os_string(),
         "-p".into(),
-        plan.addr.port().to_string().into(),
+        POSTGRES_SOCKET_PORT.to_string().into(),
         "-c".into(),
-        format!("listen_addresses={}", plan.addr.ip()).into(),
+        "listen_addresses=".into(),
         "-c".into(),
-        "unix_socket_directories=".into(),
+        sockets,
+        "-c".into(),
+        "unix_socket_permissions=0700".into(),
     ];
     Ok(Daemon {
         name: "postgres",
@@ -105,9 +150,78 @@ pub async fn postgres(plan: &PostgresPlan, data_dir: &Path) -> anyhow::Result<Da
         args,
         run_as: plan.run_as,
         log,
-        probe: Probe::Postgres(plan.addr),
+        probe: Probe::Postgres(cluster.clone()),
         stop_signal: "INT",
     })
+}
+
+/// Stops the servers of `plan` that a previous `voting` left running (see the module
+/// documentation), and waits until they are gone. Call with the data directory locked.
+pub async fn stop_leftovers(plan: &Plan) -> anyhow::Result<()> {
+    if let Some(redis) = &plan.redis {
+        let socket = redis.socket();
+        if redis_pong(&socket).await.unwrap_or(false) {
+            let client = redis::Client::open(redis.url())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await?;
+            let pid = info
+                .lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+                .context("the Redis left by an earlier run does not tell its pid")?;
+            tracing::warn!(pid, socket = %socket.display(), "a Redis left by an earlier run answers on the socket: stopping it");
+            // It writes its file, then exits without an answer.
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
+            wait_until_gone("the Redis left by an earlier run", || async {
+                !common::system::is_running(pid)
+            })
+            .await?;
+        }
+    }
+    if let Some(pg) = &plan.postgres {
+        let pid = std::fs::read_to_string(pg.cluster.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
+        let answers = async {
+            tokio::time::timeout(PROBE_TIMEOUT, postgres_accepts(&pg.cluster))
+                .await
+                .is_ok_and(|r| r.unwrap_or(false))
+        };
+        if let Some(pid) = pid
+            && answers.await
+        {
+            tracing::warn!(pid, cluster = %pg.cluster.display(), "a PostgreSQL left by an earlier run answers on the socket: stopping it");
+            common::system::send_signal(pid, "INT")
+                .context("cannot stop the PostgreSQL left by an earlier run")?;
+            wait_until_gone("the PostgreSQL left by an earlier run", || async {
+                !common::system::is_running(pid)
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `gone` until it is true, for at most [`crate::supervise::STOP_DEADLINE`].
+async fn wait_until_gone<F, Fut>(what: &str, mut gone: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + crate::supervise::STOP_DEADLINE;
+    while !gone().await {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{what} did not stop within {:?}: stop it by hand",
+                crate::supervise::STOP_DEADLINE
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Whether `dir` holds a complete cluster.
@@ -198,8 +312,8 @@ impl Probe {
     pub async fn ready(&self) -> bool {
         let probe = async {
             match self {
-                Probe::Redis(addr) => redis_pong(*addr).await,
-                Probe::Postgres(addr) => postgres_accepts(*addr).await,
+                Probe::Redis(socket) => redis_pong(socket).await,
+                Probe::Postgres(socket_dir) => postgres_accepts(socket_dir).await,
             }
         };
         matches!(
@@ -210,8 +324,8 @@ impl Probe {
 }
 
 /// `PING` answered with `+PONG` (a Redis still loading its file answers `-LOADING`).
-async fn redis_pong(addr: SocketAddr) -> anyhow::Result<bool> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+async fn redis_pong(socket: &Path) -> anyhow::Result<bool> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
     stream.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
     let mut reply = Vec::new();
     let mut buf = [0_u8; 64];
@@ -226,18 +340,11 @@ async fn redis_pong(addr: SocketAddr) -> anyhow::Result<bool> {
 }
 
 /// A connection as `postgres` to the database `postgres` answers `SELECT 1`.
-async fn postgres_accepts(addr: SocketAddr) -> anyhow::Result<bool> {
-    let client = superuser(addr).await?;
-    client.simple_query("SELECT 1").await?;
-    Ok(true)
-}
-
-/// A connection to the own cluster as its superuser.
-async fn superuser(addr: SocketAddr) -> anyhow::Result<tokio_postgres::Client> {
+async fn postgres_accepts(socket_dir: &Path) -> anyhow::Result<bool> {
     let mut config = tokio_postgres::Config::new();
     config
-        .host(addr.ip().to_string())
-        .port(addr.port())
+        .host_path(socket_dir)
+        .port(POSTGRES_SOCKET_PORT)
         .user("postgres")
         .dbname("postgres")
         .connect_timeout(PROBE_TIMEOUT);
@@ -245,53 +352,56 @@ async fn superuser(addr: SocketAddr) -> anyhow::Result<tokio_postgres::Client> {
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    Ok(client)
+    client.simple_query("SELECT 1").await?;
+    Ok(true)
 }
 
-/// Creates the role and the database that `url` names in the own cluster, when they are not
-/// `postgres` and do not exist yet (authentication is `trust`, so no password is set).
-pub async fn ensure_database(addr: SocketAddr, url: &str) -> anyhow::Result<()> {
-    let wanted: tokio_postgres::Config = url.parse().context("bad PostgreSQL URL")?;
-    let user = wanted.get_user().unwrap_or("postgres").to_string();
-    let database = wanted.get_dbname().unwrap_or(&user).to_string();
-    if user == "postgres" && database == "postgres" {
-        return Ok(());
+/// The commands that reach the servers of `plan` as they are printed: `psql …` and
+/// `redis-cli …`, each with its program and arguments.
+pub fn inspect_commands(plan: &Plan) -> Vec<(String, Vec<OsString>)> {
+    let mut commands = Vec::new();
+    if let Some(pg) = &plan.postgres {
+        commands.push(("psql".to_string(), psql_args(&pg.cluster)));
     }
-    let client = superuser(addr)
-        .await
-        .context("connecting to the own PostgreSQL")?;
-    let role_exists = !client
-        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
-        .await?
-        .is_empty();
-    if !role_exists {
-        tracing::info!(role = %user, "creating the PostgreSQL role the configuration names");
-        client
-            .batch_execute(&format!("CREATE ROLE {} LOGIN", quote_ident(&user)))
-            .await
-            .with_context(|| format!("CREATE ROLE {user}"))?;
+    if let Some(redis) = &plan.redis {
+        commands.push((
+            "redis-cli".to_string(),
+            vec!["-s".into(), redis.socket().into_os_string()],
+        ));
     }
-    let database_exists = !client
-        .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
-        .await?
-        .is_empty();
-    if !database_exists {
-        tracing::info!(%database, "creating the PostgreSQL database the configuration names");
-        client
-            .batch_execute(&format!(
-                "CREATE DATABASE {} OWNER {}",
-                quote_ident(&database),
-                quote_ident(&user)
-            ))
-            .await
-            .with_context(|| format!("CREATE DATABASE {database}"))?;
-    }
-    Ok(())
+    commands
 }
 
-/// An SQL identifier in double quotes.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// `-h DIR -p 5432 -U postgres -d postgres`.
+pub fn psql_args(socket_dir: &Path) -> Vec<OsString> {
+    vec![
+        "-h".into(),
+        socket_dir.as_os_str().to_owned(),
+        "-p".into(),
+        POSTGRES_SOCKET_PORT.to_string().into(),
+        "-U".into(),
+        "postgres".into(),
+        "-d".into(),
+        "postgres".into(),
+    ]
+}
+
+/// A command line as a shell would take it (arguments quoted where needed).
+pub fn shell_line(program: &str, args: &[OsString]) -> String {
+    let quote = |a: &str| {
+        if !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._=:@%+,".contains(&b))
+        {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once(program.to_string())
+        .chain(args.iter().map(|a| quote(&a.to_string_lossy())))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -299,8 +409,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("votes"), "\"votes\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    fn command_lines_quote_what_a_shell_would_split() {
+        let line = shell_line("psql", &psql_args(Path::new("/srv/it's here")));
+        assert_eq!(
+            line,
+            "psql -h '/srv/it'\\''s here' -p 5432 -U postgres -d postgres"
+        );
+        assert_eq!(
+            shell_line("redis-cli", &["-s".into(), "/a/redis.sock".into()]),
+            "redis-cli -s /a/redis.sock"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The whole voting app in one process: vote, result and the worker behind the routes Nginx
-//! has (`/vote/`, `/result/`, `/result/ws`, `/` -> `/vote/`), with its own Redis and
-//! PostgreSQL when none answers where the configuration points.
+//! has (`/vote/`, `/result/`, `/result/ws`, `/` -> `/vote/`), with its own private Redis and
+//! PostgreSQL (on Unix sockets in its data directory) for each URL the user did not name.
 //!
 //! # Layout
 //! - [`app`]: the three services built from one configuration, one router in front of them,
@@ -12,20 +12,23 @@
 //! - [`supervise`]: the small init system: start and wait until ready, restart with capped
 //!   backoff, stop with a deadline and then SIGKILL, never leaving a child behind.
 //! - [`system`]: users, permissions, programs on `PATH`, signals (with the `kill` program).
+//! - [`tools`]: `voting psql` and `voting redis-cli`, which open a shell on the servers it uses.
 //!
 //! # Entry points
 //! - [`run`]: the app alone, against whatever Redis and PostgreSQL the configuration names
 //!   (what the tests call, on port 0).
 //! - [`preflight`] then [`run_supervised`]: what the binary does. Order of start: Redis and
 //!   PostgreSQL (side by side, each until ready), then the services, then the two URLs are
-//!   printed. Order of stop: the services (requests drain, the worker ends between
-//!   batches, sockets close), then PostgreSQL, then Redis.
+//!   printed, and the `psql` and `redis-cli` lines that reach its own servers. Order of
+//!   stop: the services (requests drain, the worker ends between batches, sockets close),
+//!   then PostgreSQL, then Redis.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod daemons;
 pub mod plan;
 pub mod supervise;
+pub mod tools;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -86,6 +89,7 @@ async fn supervised(
     let Some(daemons) = Daemons::start(config, plan, &mut cancel).await? else {
         return Ok(());
     };
+    let config = &plan.apply(config.clone());
     if let Err(e) = check_servers(config).await {
         daemons.stop().await;
         return Err(e);
@@ -97,7 +101,7 @@ async fn supervised(
             return Err(e);
         }
     };
-    announce(listener.local_addr()?);
+    announce(listener.local_addr()?, plan);
     let served = app
         .serve(listener, async move {
             let _ = cancel.wait_for(|stop| *stop).await;
@@ -119,6 +123,7 @@ async fn check_servers(config: &Config) -> anyhow::Result<()> {
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
     if let Err(e) = redis.await {
+        let e = common::error::describe_error(&e);
         anyhow::bail!(
             "cannot use Redis at {redis_url}: {e}; check redis.url (VOTING_REDIS__URL), its \
              password (redis.password_file) and that the server runs"
@@ -140,8 +145,9 @@ async fn check_servers(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the two URLs to open (a listener on every address is shown as loopback).
-fn announce(addr: SocketAddr) {
+/// Prints the two URLs to open (a listener on every address is shown as loopback), then the
+/// commands that open a shell on the servers started here.
+fn announce(addr: SocketAddr, plan: &Plan) {
     let shown = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
@@ -155,6 +161,12 @@ fn announce(addr: SocketAddr) {
     println!(
         "voting is ready: open http://{shown}/vote/ to vote and http://{shown}/result/ for the results"
     );
+    for (program, args) in daemons::inspect_commands(plan) {
+        println!(
+            "look inside: voting {program} (or {})",
+            daemons::shell_line(&program, &args)
+        );
+    }
 }
 
 /// The servers this process started.
@@ -162,6 +174,8 @@ fn announce(addr: SocketAddr) {
 struct Daemons {
     redis: Option<Supervised>,
     postgres: Option<Supervised>,
+    /// The lock on the data directory, held while they run.
+    _lock: Option<std::fs::File>,
 }
 
 impl Daemons {
@@ -174,13 +188,13 @@ impl Daemons {
     ) -> anyhow::Result<Option<Daemons>> {
         match &plan.redis {
             Some(redis) => {
-                tracing::info!(addr = %redis.addr, server = %redis.server.display(), "nothing answers at redis.url: starting redis-server")
+                tracing::info!(socket = %redis.socket().display(), server = %redis.server.display(), "redis.url is not set: starting a private redis-server")
             }
             None => tracing::info!(url = %config.redis.url, "using the Redis at redis.url"),
         }
         match &plan.postgres {
             Some(pg) => {
-                tracing::info!(addr = %pg.addr, server = %pg.postgres.display(), "nothing answers at postgres.url: starting PostgreSQL")
+                tracing::info!(socket = %pg.socket().display(), server = %pg.postgres.display(), "postgres.url is not set: starting a private PostgreSQL")
             }
             None => {
                 tracing::info!(url = %config.postgres.url, "using the PostgreSQL at postgres.url")
@@ -190,7 +204,8 @@ impl Daemons {
             return Ok(Some(Daemons::default()));
         }
         tracing::info!(data_dir = %plan.data_dir.display(), "data directory of the servers started here");
-        daemons::prepare_data_dir(plan)?;
+        let lock = daemons::prepare_data_dir(plan)?;
+        daemons::stop_leftovers(plan).await?;
 
         let mut redis_cancel = cancel.clone();
         let redis = async {
@@ -210,7 +225,10 @@ impl Daemons {
         };
         let (redis, postgres) = tokio::join!(redis, postgres);
 
-        let mut started = Daemons::default();
+        let mut started = Daemons {
+            _lock: Some(lock),
+            ..Daemons::default()
+        };
         let mut error = None;
         match redis {
             Ok(s) => started.redis = s,
@@ -219,12 +237,6 @@ impl Daemons {
         match postgres {
             Ok(s) => started.postgres = s,
             Err(e) => error = error.or(Some(e.context("starting PostgreSQL"))),
-        }
-        if error.is_none()
-            && let (Some(pg), Some(_)) = (&plan.postgres, &started.postgres)
-            && let Err(e) = daemons::ensure_database(pg.addr, config.postgres.url.0.expose()).await
-        {
-            error = Some(e);
         }
         let cancelled = *cancel.borrow()
             || (plan.redis.is_some() && started.redis.is_none())

@@ -2,15 +2,23 @@
 //! itself, and everything needed for that (programs, data directory, system user). A missing
 //! program ends the binary here, with one line naming what to install.
 //!
-//! A server is started only when supervision is on (`voting.supervise`), its URL names this
-//! machine over TCP (`127.0.0.1` or another loopback address, `localhost`, `::1`), and
-//! nothing accepts a connection on that port now.
+//! `voting` never uses a server it did not start unless the user names it. With supervision on
+//! (`voting.supervise`), a server is started for each of `redis.url` and `postgres.url` that is
+//! not named ([`common::config::Named`]: the key is in no file and no `VOTING_…` variable), and
+//! never for one that is. The servers it starts listen on Unix sockets in the data directory
+//! and on no TCP port, so nothing collides with them (the system's own servers on 6379 and
+//! 5432 included) and nothing but this user (and root) reaches them:
+//!
+//! - Redis: `DATA/redis/redis.sock` (mode 0700, in a 0700 directory).
+//! - PostgreSQL: `DATA/postgres/.s.PGSQL.5432`, in the cluster's own 0700 directory (owned
+//!   by the `postgres` user when this process is root).
+//!
+//! The services then connect through those sockets ([`Plan::apply`]).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use common::config::Config;
+use common::config::{Config, PostgresUrl, RedisUrl};
+use common::secret::SecretUrl;
 
 use common::system;
 
@@ -20,6 +28,10 @@ pub const INSTALL_HINT: &str = "apt-get install redis-server postgresql, or nix 
 pub const POSTGRES_USER: &str = "postgres";
 /// The data directory of root, whose home the `postgres` user cannot enter.
 const ROOT_DATA_DIR: &str = "/var/lib/voting";
+/// The port in the name of PostgreSQL's socket file (no TCP port is opened).
+pub const POSTGRES_SOCKET_PORT: u16 = 5432;
+/// The longest path of a Unix socket (`sun_path` holds 108 bytes with the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// The servers to start, and where their data lives.
 #[derive(Clone, Debug, Default)]
@@ -35,17 +47,49 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.redis.is_none() && self.postgres.is_none()
     }
+
+    /// `config` with the URLs of the servers this plan starts: their Unix sockets.
+    pub fn apply(&self, mut config: Config) -> Config {
+        if let Some(redis) = &self.redis {
+            config.redis.url = RedisUrl(SecretUrl::new(redis.url()));
+        }
+        if let Some(pg) = &self.postgres {
+            config.postgres.url = PostgresUrl(SecretUrl::new(pg.url()));
+        }
+        config
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct RedisPlan {
-    pub addr: SocketAddr,
+    /// `DATA/redis`: the append-only file and the socket.
+    pub dir: PathBuf,
     pub server: PathBuf,
+}
+
+impl RedisPlan {
+    pub fn new(data_dir: &Path, server: PathBuf) -> RedisPlan {
+        RedisPlan {
+            dir: data_dir.join("redis"),
+            server,
+        }
+    }
+
+    /// `DATA/redis/redis.sock`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// `redis+unix:///…/redis.sock`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", encode_path(&self.socket()))
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct PostgresPlan {
-    pub addr: SocketAddr,
+    /// `DATA/postgres`: the cluster, and the directory of its socket.
+    pub cluster: PathBuf,
     /// `initdb` and `postgres` of one installation.
     pub initdb: PathBuf,
     pub postgres: PathBuf,
@@ -53,27 +97,58 @@ pub struct PostgresPlan {
     pub run_as: Option<(u32, u32)>,
 }
 
+impl PostgresPlan {
+    /// `DATA/postgres`.
+    pub fn cluster_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("postgres")
+    }
+
+    /// The socket file, `DATA/postgres/.s.PGSQL.5432`.
+    pub fn socket(&self) -> PathBuf {
+        self.cluster
+            .join(format!(".s.PGSQL.{POSTGRES_SOCKET_PORT}"))
+    }
+
+    /// `postgres:///postgres?user=postgres&host=/…/postgres`: the superuser's database
+    /// `postgres` through the socket (tokio-postgres takes a `host` that is a path as the
+    /// directory of the socket).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres:///postgres?user=postgres&host={}&port={POSTGRES_SOCKET_PORT}",
+            encode_path(&self.cluster)
+        )
+    }
+}
+
+/// A path percent-encoded for a URL (everything but unreserved characters and `/`).
+fn encode_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Decides what to start for `config`; the error is one line for the user.
 pub fn plan(config: &Config) -> Result<Plan, String> {
     if !config.voting.supervise {
         return Ok(Plan::default());
     }
-    let redis_at =
-        local_addr(config.redis.url.0.expose(), &["redis"], 6379).filter(|addr| !answers(*addr));
-    let postgres_at = local_addr(
-        config.postgres.url.0.expose(),
-        &["postgres", "postgresql"],
-        5432,
-    )
-    .filter(|addr| !answers(*addr));
-    if redis_at.is_none() && postgres_at.is_none() {
+    let own_redis = !config.named.redis_url;
+    let own_postgres = !config.named.postgres_url;
+    if !own_redis && !own_postgres {
         return Ok(Plan::default());
     }
     let root = system::is_root();
     let data_dir = data_dir(&config.voting.data_dir, root, |name| std::env::var_os(name))?;
 
-    let redis_server = redis_at.map(|_| system::find_on_path("redis-server"));
-    let postgres_programs = postgres_at.map(|_| find_postgres(&data_dir.join("postgres")));
+    let redis_server = own_redis.then(|| system::find_on_path("redis-server"));
+    let postgres_programs = own_postgres.then(|| find_postgres(&data_dir.join("postgres")));
     let mut missing = Vec::new();
     if let Some(None) = redis_server {
         missing.push("redis-server");
@@ -93,10 +168,10 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
         data_dir,
         ..Plan::default()
     };
-    if let (Some(addr), Some(Some(server))) = (redis_at, redis_server) {
-        plan.redis = Some(RedisPlan { addr, server });
+    if let Some(Some(server)) = redis_server {
+        plan.redis = Some(RedisPlan::new(&plan.data_dir, server));
     }
-    if let (Some(addr), Some(Some((initdb, postgres)))) = (postgres_at, postgres_programs) {
+    if let Some(Some((initdb, postgres))) = postgres_programs {
         let run_as = if root {
             let ids = system::lookup_user(POSTGRES_USER).ok_or_else(|| {
                 format!(
@@ -119,41 +194,38 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
             None
         };
         plan.postgres = Some(PostgresPlan {
-            addr,
+            cluster: PostgresPlan::cluster_in(&plan.data_dir),
             initdb,
             postgres,
             run_as,
         });
     }
+    if plan.postgres.is_some() && plan.data_dir.as_os_str().as_encoded_bytes().contains(&b',') {
+        // psql (libpq) takes a comma in a host as a separator, with no way to escape it.
+        return Err(format!(
+            "the data directory {} has a comma in its path, where psql cannot reach a socket: \
+             set voting.data_dir (VOTING_VOTING__DATA_DIR) to a path without one",
+            plan.data_dir.display()
+        ));
+    }
+    let sockets = [
+        plan.redis.as_ref().map(RedisPlan::socket),
+        plan.postgres.as_ref().map(PostgresPlan::socket),
+    ];
+    if let Some(long) = sockets
+        .iter()
+        .flatten()
+        .find(|s| s.as_os_str().len() > MAX_SOCKET_PATH)
+    {
+        return Err(format!(
+            "the data directory {} is too deep for the servers' Unix sockets ({} is longer \
+             than {MAX_SOCKET_PATH} bytes): set voting.data_dir (VOTING_VOTING__DATA_DIR) to a \
+             shorter path",
+            plan.data_dir.display(),
+            long.display()
+        ));
+    }
     Ok(plan)
-}
-
-/// The loopback address and port a TCP URL with one of `schemes` names, if it names this
-/// machine (`localhost` is taken as 127.0.0.1).
-pub fn local_addr(url: &str, schemes: &[&str], default_port: u16) -> Option<SocketAddr> {
-    let url = url::Url::parse(url).ok()?;
-    if !schemes.contains(&url.scheme()) {
-        return None;
-    }
-    // In a URL of a scheme the url crate does not know (`redis`, `postgres`), an IPv4 address
-    // is an opaque domain name.
-    let ip = match url.host()? {
-        url::Host::Ipv4(ip) => IpAddr::V4(ip),
-        url::Host::Ipv6(ip) => IpAddr::V6(ip),
-        url::Host::Domain(name) if name.eq_ignore_ascii_case("localhost") => {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
-        url::Host::Domain(name) => name.parse().ok()?,
-    };
-    if !ip.is_loopback() {
-        return None;
-    }
-    Some(SocketAddr::new(ip, url.port().unwrap_or(default_port)))
-}
-
-/// Whether anything accepts a TCP connection at `addr`.
-pub fn answers(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
 /// The data directory: `configured` when set, else `$XDG_DATA_HOME/voting`, else (as root)
@@ -222,25 +294,55 @@ mod tests {
     use std::ffi::OsString;
 
     #[test]
-    fn local_urls() {
-        let redis = |u: &str| local_addr(u, &["redis"], 6379).map(|a| a.to_string());
+    fn the_services_reach_the_own_servers_through_their_sockets() {
+        let dir = Path::new("/srv/my votes&co");
+        let redis = RedisPlan::new(dir, PathBuf::from("/usr/bin/redis-server"));
+        let url = redis.url();
+        assert_eq!(url, "redis+unix:///srv/my%20votes%26co/redis/redis.sock");
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).unwrap();
+        assert_eq!(info.addr().to_string(), "/srv/my votes&co/redis/redis.sock");
+        let pg = PostgresPlan {
+            cluster: dir.join("postgres"),
+            initdb: PathBuf::new(),
+            postgres: PathBuf::new(),
+            run_as: None,
+        };
+        let config: tokio_postgres::Config = pg.url().parse().unwrap();
         assert_eq!(
-            redis("redis://127.0.0.1:6380").as_deref(),
-            Some("127.0.0.1:6380")
+            config.get_hosts(),
+            [tokio_postgres::config::Host::Unix(dir.join("postgres"))]
         );
+        assert_eq!(config.get_ports(), [POSTGRES_SOCKET_PORT]);
+        assert_eq!(config.get_user(), Some("postgres"));
+        assert_eq!(config.get_dbname(), Some("postgres"));
         assert_eq!(
-            redis("redis://localhost").as_deref(),
-            Some("127.0.0.1:6379")
+            pg.socket(),
+            Path::new("/srv/my votes&co/postgres/.s.PGSQL.5432")
         );
-        assert_eq!(redis("redis://[::1]:7000/2").as_deref(), Some("[::1]:7000"));
-        assert_eq!(redis("redis://cache:6379"), None);
-        assert_eq!(redis("redis://10.0.0.1:6379"), None);
-        assert_eq!(redis("rediss://127.0.0.1:6379"), None);
-        assert_eq!(redis("unix:///run/redis.sock"), None);
-        let pg = |u: &str| local_addr(u, &["postgres", "postgresql"], 5432).map(|a| a.port());
-        assert_eq!(pg("postgres://postgres@127.0.0.1/postgres"), Some(5432));
-        assert_eq!(pg("postgresql://app:pw@localhost:5433/votes"), Some(5433));
-        assert_eq!(pg("postgres://app@db:5432/votes"), None);
+        // The URLs pass the configuration's checks and print as they are.
+        let mut config = Config::defaults(common::config::Service::Voting);
+        config = Plan {
+            redis: Some(redis),
+            postgres: Some(pg),
+            data_dir: dir.to_path_buf(),
+        }
+        .apply(config);
+        assert!(
+            config
+                .redis
+                .url
+                .to_string()
+                .starts_with("redis+unix:///srv/")
+        );
+        assert!(config.postgres.url.to_string().contains("host=/srv/"));
+    }
+
+    #[test]
+    fn a_named_url_is_never_started() {
+        let mut config = Config::defaults(common::config::Service::Voting);
+        config.named.redis_url = true;
+        config.named.postgres_url = true;
+        assert!(plan(&config).unwrap().is_empty());
     }
 
     #[test]

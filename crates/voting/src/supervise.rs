@@ -10,7 +10,6 @@
 //!   this process only, and it stops them in order.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -55,12 +54,12 @@ pub struct Daemon {
 }
 
 /// How to tell that a daemon is ready (see `daemons.rs`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Probe {
-    /// Answers `PING`.
-    Redis(SocketAddr),
-    /// Accepts a connection as `postgres`.
-    Postgres(SocketAddr),
+    /// Answers `PING` on this Unix socket.
+    Redis(PathBuf),
+    /// Accepts a connection as `postgres` through the socket in this directory.
+    Postgres(PathBuf),
 }
 
 /// What `/metrics` tells about a daemon.
@@ -235,7 +234,9 @@ async fn watch(
             match launch(&daemon, &mut stop).await {
                 Ok(child) => break child,
                 Err(Launch::Stopped) => return,
-                Err(Launch::Failed(e)) => why = format!("restarting {name} failed: {e:#}"),
+                Err(Launch::Failed(e)) => {
+                    why = format!("restarting {name} failed: {}", common::error::describe(&e))
+                }
             }
         };
         since = Instant::now();
@@ -265,7 +266,7 @@ async fn halt(daemon: &Daemon, mut child: Child) {
         tracing::warn!(
             daemon = daemon.name,
             pid,
-            error = format!("{e:#}"),
+            error = common::error::describe(&e),
             "cannot signal it; killing it"
         );
         let _ = child.kill().await;

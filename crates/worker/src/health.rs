@@ -3,7 +3,7 @@
 //! | method    | path       | answer |
 //! |-----------|------------|--------|
 //! | GET, HEAD | `/healthz` | `200` while the process runs |
-//! | GET, HEAD | `/readyz`  | `200` when Redis and PostgreSQL answer and the last step succeeded, else `503` naming why |
+//! | GET, HEAD | `/readyz`  | `200` when Redis and PostgreSQL answer with the configured credentials, the schema is applied and the last step succeeded, else `503` naming why in one line each |
 //! | GET       | `/metrics` | Prometheus text |
 
 use std::sync::Arc;
@@ -32,19 +32,25 @@ async fn readyz(shared: &Shared) -> Resp {
     web::readiness(&problems(shared).await)
 }
 
-/// What keeps the worker from being ready (Redis or PostgreSQL not answering, the last step
-/// failed); empty when ready.
+/// What keeps the worker from being ready (Redis or PostgreSQL not answering, the schema not
+/// applied, the last step failed); empty when ready.
 pub async fn problems(shared: &Shared) -> Vec<String> {
     let (redis, pg) = tokio::join!(shared.redis.ping(), common::pools::pg_ping(&shared.pg));
     let mut problems = Vec::new();
     if let Err(e) = redis {
-        problems.push(format!("redis: {e:#}"));
+        problems.push(format!("redis: {}", common::error::describe(&e)));
     }
     if let Err(e) = pg {
-        problems.push(format!("postgres: {e:#}"));
+        problems.push(format!("postgres: {}", common::error::describe(&e)));
     }
-    if let Some(e) = shared.last_error.lock().expect("not poisoned").clone() {
+    let last_error = shared.last_error.lock().expect("not poisoned").clone();
+    if let Some(e) = last_error {
         problems.push(format!("last batch failed: {e}"));
+    } else if !shared
+        .schema_ready
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        problems.push("postgres: the schema is not applied yet".to_string());
     }
     problems
 }

@@ -19,7 +19,7 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
-use common::backoff::Backoff;
+use common::backoff::{Backoff, Outage};
 use common::config::Config;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -64,6 +64,7 @@ pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut stopping = false;
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let mut outage = Outage::default();
     while !stopping {
         let step = worker.step();
         tokio::pin!(step);
@@ -75,10 +76,20 @@ pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
             }
         };
         match result {
-            Ok(_) => backoff.reset(),
+            Ok(_) => {
+                backoff.reset();
+                if let Some(failures) = outage.recovered() {
+                    tracing::info!(failures, "batches succeed again");
+                }
+            }
             Err(e) => {
                 let wait = backoff.next_wait();
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?wait, "batch failed; votes stay queued");
+                let reason = common::error::describe(&e);
+                if outage.failed(&reason) {
+                    tracing::warn!(error = reason, retry_in = ?wait, "batch failed; votes stay queued; retrying with backoff (logged again when the reason changes)");
+                } else {
+                    tracing::debug!(error = reason, retry_in = ?wait, "the same failure again; still retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = &mut shutdown, if !stopping => stopping = true,

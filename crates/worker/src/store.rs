@@ -57,10 +57,7 @@ pub async fn apply(pool: &PgPool, ballots: &[Ballot]) -> anyhow::Result<u64> {
     loop {
         attempt += 1;
         let result = async {
-            let conn = pool
-                .get()
-                .await
-                .map_err(|e| anyhow::anyhow!("no PostgreSQL connection: {e}"))?;
+            let conn = pool.get().await?;
             let rows = conn
                 .query_typed(
                     APPLY,

@@ -7,6 +7,7 @@
 //! vote, with a stream ID as their version.
 //! A batch is acknowledged and deleted only after its transaction committed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,8 @@ pub struct Shared {
     pub pg: PgPool,
     /// The last step's error, until a step succeeds.
     pub last_error: Mutex<Option<String>>,
+    /// Whether this worker applied (or found) the schema.
+    pub schema_ready: AtomicBool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -122,6 +125,7 @@ impl Worker {
                 Some(Duration::from_millis(config.worker.claim_idle_ms)),
             )?,
             last_error: Mutex::new(None),
+            schema_ready: AtomicBool::new(false),
         });
         Ok(Worker {
             options: config.options(),
@@ -162,7 +166,8 @@ impl Worker {
                 self.prefetched = None;
                 self.phase = Phase::OwnPending;
                 self.shared.metrics.failures.inc();
-                *self.shared.last_error.lock().expect("not poisoned") = Some(format!("{e:#}"));
+                *self.shared.last_error.lock().expect("not poisoned") =
+                    Some(common::error::describe(e));
             }
         }
         result
@@ -302,6 +307,7 @@ impl Worker {
             let mut client = common::pools::pg_connect(&self.postgres).await?;
             common::schema::migrate(&mut client).await?;
             self.schema_ready = true;
+            self.shared.schema_ready.store(true, Ordering::Relaxed);
         }
         if self.conn.is_none() {
             let block = Duration::from_millis(self.settings.block_ms);

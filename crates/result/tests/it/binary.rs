@@ -1,6 +1,7 @@
 //! The `result` binary as an operator runs it: as an unprivileged user, with the PostgreSQL
-//! password in a file, which never shows in its output or its metrics; and started with a
-//! soft limit of 1,024 open files, as many container runtimes start it.
+//! password in a file, which never shows in its output or its metrics; with a refused
+//! password, `/readyz` says why and the log says it once, not once per retry; and started
+//! with a soft limit of 1,024 open files, as many container runtimes start it.
 
 use std::time::Duration;
 
@@ -53,6 +54,57 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     assert!(tally.body.contains("\"total\":1"), "{}", tally.body);
     result.metrics_without(&[pg_password, url_password]).await;
     result.stop_cleanly_without(&[pg_password, url_password]);
+}
+
+#[tokio::test]
+async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
+    let (right, wrong) = ("right-pw-77d0", "wrong-pw-2c4f");
+    let infra = Infra::start().await;
+    infra.pg.require_password(right).await.unwrap();
+    let port = infra.pg.port();
+    let result = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_result").as_ref(),
+        &[
+            ("NO_COLOR", "1".to_string()),
+            (
+                "VOTING_POSTGRES__URL",
+                format!("postgres://postgres:{wrong}@127.0.0.1:{port}/postgres"),
+            ),
+        ],
+        None,
+    )
+    .expect("the result binary starts");
+    let result_ref = &result;
+    testkit::eventually(READY_WITHIN, "four refused connections", || async {
+        let metrics = result_ref.get("/metrics").await.ok()?;
+        let failures: u64 = metrics
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("result_feed_failures_total "))?
+            .parse()
+            .ok()?;
+        (failures >= 4).then_some(())
+    })
+    .await;
+    let answer = result.get("/readyz").await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.body.lines().count(), 1, "one line: {}", answer.body);
+    assert!(
+        answer.body.contains("password authentication failed"),
+        "{}",
+        answer.body
+    );
+    let log = result.stop_cleanly_without(&[right, wrong]);
+    assert_eq!(
+        log.matches("tally feed lost PostgreSQL").count(),
+        1,
+        "one line for the outage, not one per retry:\n{log}"
+    );
 }
 
 /// More sockets than the soft limit the process is started with.

@@ -2,6 +2,7 @@
 
 mod binaries;
 mod browser;
+mod native_run;
 mod nginx;
 mod postgres;
 mod redis;

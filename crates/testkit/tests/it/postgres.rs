@@ -122,3 +122,27 @@ fn drop_stops_the_server() {
     drop(pg);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// `require_password`: TCP clients need the password; the right one gets in.
+#[tokio::test]
+async fn a_password_is_required_once_asked_for() {
+    let pg = testkit::Postgres::start().expect("PostgreSQL starts");
+    pg.require_password("pw-1f3e").await.unwrap();
+    let port = pg.port();
+    let refused = testkit::eventually(
+        std::time::Duration::from_secs(30),
+        "TCP asks for it",
+        || async {
+            testkit::pg_client(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+                .await
+                .err()
+        },
+    )
+    .await;
+    assert!(format!("{refused:#}").contains("password"), "{refused:#}");
+    testkit::pg_client(&format!(
+        "postgres://postgres:pw-1f3e@127.0.0.1:{port}/postgres"
+    ))
+    .await
+    .expect("the password lets it in");
+}

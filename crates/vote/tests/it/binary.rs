@@ -1,6 +1,7 @@
 //! The `vote` binary as an operator runs it: as an unprivileged user, with the Redis password
 //! in a file, which never shows in its output or its metrics; a bad configuration file stops
-//! it with exit code 2 and one line naming the key.
+//! it with exit code 2 and one line naming the key; a Redis that refuses its password is
+//! named by `/readyz` and logged once, not once per vote.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -68,6 +69,79 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
 
     vote.metrics_without(&[redis_password, pg_password]).await;
     vote.stop_cleanly_without(&[redis_password, pg_password]);
+}
+
+/// Votes refused because Redis refuses the password: each is a 503, `/readyz` names the
+/// refusal in one line, and the log says it once; once the password is right, the log says
+/// once that votes are queued again.
+#[tokio::test]
+async fn a_refused_password_is_logged_once_not_once_per_vote() {
+    let (right, wrong) = ("right-pw-0d1e", "wrong-pw-4b7a");
+    let redis = testkit::Redis::start().expect("redis-server starts");
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis.require_password(right).unwrap();
+    let port = redis.port();
+    let vote = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_vote").as_ref(),
+        &[
+            ("NO_COLOR", "1".to_string()),
+            (
+                "VOTING_REDIS__URL",
+                format!("redis://:{wrong}@127.0.0.1:{port}"),
+            ),
+        ],
+        None,
+    )
+    .expect("the vote binary starts");
+    let cast = || async {
+        testkit::http::send(
+            vote.addr(),
+            http::Method::POST,
+            "/api/vote",
+            &[("content-type", "application/json")],
+            r#"{"vote":"a"}"#,
+        )
+        .await
+    };
+    // Until it listens.
+    testkit::eventually(READY_WITHIN, "vote answers", || async {
+        vote.get("/healthz").await.ok().map(|_| ())
+    })
+    .await;
+    for _ in 0..3 {
+        let answer = cast().await.unwrap();
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    }
+    let ready = vote.get("/readyz").await.unwrap();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body.lines().count(), 1, "{}", ready.body);
+    assert!(
+        ready.body.contains("Password authentication failed"),
+        "{}",
+        ready.body
+    );
+    assert!(!ready.body.contains(wrong), "{}", ready.body);
+
+    // The operator sets the password the service has.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(wrong)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    testkit::eventually(READY_WITHIN, "a vote is queued again", || async {
+        (cast().await.ok()?.status == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    cast().await.unwrap();
+    let log = vote.stop_cleanly_without(&[right, wrong]);
+    assert_eq!(log.matches("votes are queued again").count(), 1, "{log}");
+    assert_eq!(log.matches("vote not confirmed").count(), 1, "{log}");
 }
 
 #[test]

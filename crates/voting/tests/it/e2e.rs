@@ -9,8 +9,8 @@
 //!   recovers when it is started again on the same port; then the voting page works too.
 //!
 //! The binary uses testkit's Redis and PostgreSQL (a fresh database per test) rather than
-//! supervising its own: they answer, so it starts nothing, and `voting.supervise=false` makes
-//! sure of it (it never falls back to its data directory). That is faster, with no `initdb` and
+//! supervising its own: their URLs are named, so it starts nothing (and
+//! `voting.supervise=false` says so twice). That is faster, with no `initdb` and
 //! no server start per test, and more reliable: stopping the binary for the outage leaves the
 //! data servers up, so the restart is only the binary's, and a vote can be queued while it is
 //! down. Supervision itself is covered by `supervised.rs`.

@@ -250,15 +250,10 @@ pub struct Binary {
 
 impl Binary {
     /// Starts the binary with `env` added to a copy of this environment without any `VOTING_…`
-    /// or `OPTION_…` variable; its stderr goes to `stderr`.
+    /// or `OPTION_…` variable, nor `REDIS_PORT` or `POSTGRES_PORT`; its stderr goes to
+    /// `stderr`.
     pub fn spawn(env: &[(&str, String)], stderr: &Path) -> Binary {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_voting"));
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("VOTING_") || text.starts_with("OPTION_") {
-                command.env_remove(&name);
-            }
-        }
+        let mut command = voting_command();
         command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -349,6 +344,28 @@ impl Drop for Binary {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The `voting` binary with this environment, less any `VOTING_…` or `OPTION_…` variable and
+/// `REDIS_PORT` and `POSTGRES_PORT` (they move the default URLs).
+pub fn voting_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_voting"));
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("VOTING_")
+            || text.starts_with("OPTION_")
+            || text == "REDIS_PORT"
+            || text == "POSTGRES_PORT"
+        {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
+/// The URL of the Redis `voting` starts itself with its data in `data_dir`.
+pub fn own_redis_url(data_dir: &Path) -> String {
+    format!("redis+unix://{}/redis/redis.sock", data_dir.display())
 }
 
 /// `kill -s <signal> <pid>`.

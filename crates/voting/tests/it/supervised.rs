@@ -1,32 +1,30 @@
-//! The `voting` binary where nothing answers at its Redis and PostgreSQL URLs: it starts both
-//! itself in its data directory, restarts Redis after a crash, stops everything it started on
-//! SIGTERM, keeps the votes across runs, and names what to install when a program is missing.
+//! The `voting` binary with no Redis or PostgreSQL URL named: it starts both itself, on Unix
+//! sockets in its data directory, and never uses the servers at the default URLs, even when
+//! they answer; it restarts Redis after a crash, stops everything it started on SIGTERM,
+//! keeps the votes across runs, refuses a second `voting` on the same data directory, and
+//! names what to install when a program is missing.
 
 use std::path::Path;
 
+use common::system::is_running;
 use hyper::StatusCode;
 use testkit::free_port;
 
 use crate::helpers::{
-    Binary, eventually, parent_of, postmaster_pid, process_exists, redis_pid, send_signal,
-    tally_where, traversable_tempdir, vote_form,
+    Binary, eventually, own_redis_url, parent_of, postmaster_pid, process_exists, redis_pid,
+    send_signal, tally_where, traversable_tempdir, vote_form, voting_command,
 };
 
-/// The environment of a run on fresh ports, with its data in `data_dir`.
+/// The environment of a run on a fresh port with no server URL named, its data in
+/// `data_dir`; the URL of its own Redis.
 fn settings(data_dir: &Path) -> (Vec<(&'static str, String)>, u16, String) {
-    let (http, redis, pg) = (free_port(), free_port(), free_port());
-    let redis_url = format!("redis://127.0.0.1:{redis}");
+    let http = free_port();
     let env = vec![
         ("VOTING_LISTEN", format!("127.0.0.1:{http}")),
-        ("VOTING_REDIS__URL", redis_url.clone()),
-        (
-            "VOTING_POSTGRES__URL",
-            format!("postgres://postgres@127.0.0.1:{pg}/postgres"),
-        ),
         ("VOTING_VOTING__DATA_DIR", data_dir.display().to_string()),
         ("VOTING_WORKER__BLOCK_MS", "100".to_string()),
     ];
-    (env, http, redis_url)
+    (env, http, own_redis_url(data_dir))
 }
 
 /// Waits for the line with both URLs; returns the HTTP address.
@@ -82,7 +80,7 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
         "PostgreSQL is its child"
     );
 
-    // Redis crashes: it is started again, on the same port, and votes are queued again.
+    // Redis crashes: it is started again, on the same socket, and votes are queued again.
     send_signal(first_redis, "KILL");
     let second_redis = eventually("Redis answers again, as a new process", || async {
         redis_pid(&redis_url)
@@ -121,6 +119,25 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
     let redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
     let postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
+
+    // A second `voting` on the same data directory stops at once, naming it, and leaves the
+    // first one's servers alone.
+    let (env, _, _) = settings(&data_dir);
+    let mut second = Binary::spawn(&env, &dir.path().join("third.log"));
+    let status = second.exit().await;
+    assert_eq!(status.code(), Some(1), "{}", second.stderr_text());
+    let log = second.stderr_text();
+    assert!(
+        log.contains("another voting process uses the data directory"),
+        "{log}"
+    );
+    assert_eq!(
+        redis_pid(&redis_url).await,
+        Some(redis),
+        "its Redis still answers"
+    );
+    tally_where(addr, "the first one still serves", |t| t.total == 2).await;
+
     binary.signal("INT");
     let status = binary.exit().await;
     assert!(status.success(), "{status}\n{}", binary.stderr_text());
@@ -263,4 +280,208 @@ async fn servers_that_refuse_it_stop_it_at_start_with_one_clear_line() {
         !stderr.contains("s3cret-redis"),
         "no password in the output: {stderr}"
     );
+}
+
+/// The case of a stock Debian machine: a password-protected PostgreSQL and a Redis with
+/// `requirepass` answer where the default URLs point (`REDIS_PORT` and `POSTGRES_PORT` move
+/// the defaults onto them here, since a test cannot take 6379 and 5432). `voting`, with no URL
+/// named, never connects to them: it starts its own servers on Unix sockets, counts a vote
+/// from the form to the tally, says how to look inside, and the two foreign servers saw no
+/// connection, no new key, no new database and no new table.
+#[tokio::test]
+async fn it_never_adopts_the_servers_at_the_default_urls() {
+    testkit::init_logging();
+    let (redis_pw, pg_pw) = ("foreign-redis-pw", "foreign-pg-pw");
+    let foreign_redis = testkit::Redis::start().expect("redis-server starts");
+    foreign_redis.require_password(redis_pw).unwrap();
+    let foreign_pg = testkit::Postgres::start().expect("PostgreSQL starts");
+    foreign_pg.require_password(pg_pw).await.unwrap();
+    let pg_url = format!(
+        "postgres://postgres:{pg_pw}@127.0.0.1:{}/postgres",
+        foreign_pg.port()
+    );
+    let pg = testkit::pg_client(&pg_url).await.unwrap();
+    for statement in [
+        "ALTER SYSTEM SET log_connections = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        pg.batch_execute(statement).await.unwrap();
+    }
+    let redis_url = format!("redis://:{redis_pw}@127.0.0.1:{}", foreign_redis.port());
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("foreign:marker")
+        .arg("1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    // What the foreign servers look like before, through connections opened before `voting`.
+    let databases = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database";
+    let tables = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace";
+    let pg_state = || async {
+        let dbs: String = pg.query_one(databases, &[]).await.unwrap().get(0);
+        let tables: i64 = pg.query_one(tables, &[]).await.unwrap().get(0);
+        (dbs, tables)
+    };
+    let redis_state = |mut conn: redis::aio::MultiplexedConnection| async move {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let connections = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        (keys, connections)
+    };
+    let pg_before = pg_state().await;
+    let redis_before = redis_state(redis.clone()).await;
+    let connections = |log: &str| log.matches("connection received").count();
+    let pg_connections_before = eventually("log_connections is on", || async {
+        // Reloading the configuration takes a moment; a new connection shows when it is on.
+        let _probe = testkit::pg_client(&pg_url).await.unwrap();
+        let n = connections(&foreign_pg.log());
+        (n > 0).then_some(n)
+    })
+    .await;
+
+    let dir = traversable_tempdir();
+    let data_dir = dir.path().join("data");
+    let (mut env, port, _) = settings(&data_dir);
+    env.push(("REDIS_PORT", foreign_redis.port().to_string()));
+    env.push(("POSTGRES_PORT", foreign_pg.port().to_string()));
+    let mut binary = Binary::spawn(&env, &dir.path().join("stderr.log"));
+    let addr = ready(&mut binary, port).await;
+    let psql_line = binary.line_with(&["look inside: voting psql"]).await;
+    assert!(
+        psql_line.contains(&format!("psql -h {}/postgres", data_dir.display())),
+        "{psql_line}"
+    );
+    let redis_line = binary.line_with(&["look inside: voting redis-cli"]).await;
+    assert!(
+        redis_line.contains(&format!(
+            "redis-cli -s {}/redis/redis.sock",
+            data_dir.display()
+        )),
+        "{redis_line}"
+    );
+
+    let answer = vote_form(addr, "b").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let tally = tally_where(addr, "the vote counted", |t| t.total == 1 && !t.stale).await;
+    assert_eq!(tally.count("b"), 1);
+
+    // `voting psql` reaches the database that counted it.
+    // README: voting psql
+    let out = voting_command()
+        .args(["psql", "-At", "-c", "SELECT vote FROM votes"])
+        .env("VOTING_VOTING__DATA_DIR", &data_dir)
+        .output()
+        .expect("voting psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "b");
+    // And `voting redis-cli` the Redis that queued it (the stream of votes).
+    // README: voting redis-cli
+    let out = voting_command()
+        .args(["redis-cli", "TYPE", "ballots"])
+        .env("VOTING_VOTING__DATA_DIR", &data_dir)
+        .output()
+        .expect("voting redis-cli runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "stream");
+
+    binary.signal("TERM");
+    let status = binary.exit().await;
+    assert!(status.success(), "{status}\n{}", binary.stderr_text());
+
+    assert_eq!(pg_state().await, pg_before, "no new database or table");
+    assert_eq!(
+        connections(&foreign_pg.log()),
+        pg_connections_before,
+        "no connection to the foreign PostgreSQL:\n{}",
+        foreign_pg.log()
+    );
+    assert_eq!(
+        redis_state(redis.clone()).await,
+        redis_before,
+        "no new key in the foreign Redis, and no connection to it"
+    );
+
+    // The defaults did point at them: without supervision, `voting` uses the default URLs
+    // and is refused.
+    let out = voting_command()
+        .env("VOTING_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("VOTING_VOTING__SUPERVISE", "false")
+        .env("REDIS_PORT", foreign_redis.port().to_string())
+        .env("POSTGRES_PORT", foreign_pg.port().to_string())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("voting runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot use Redis at redis://127.0.0.1:{}",
+            foreign_redis.port()
+        )),
+        "{stderr}"
+    );
+}
+
+/// `voting` killed with SIGKILL leaves its servers running (they outlive it). The next start
+/// stops them and starts its own on the same data, so two servers never share one directory:
+/// the vote counted before is still counted, and the leftovers are gone.
+#[tokio::test]
+async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
+    testkit::init_logging();
+    let dir = traversable_tempdir();
+    let data_dir = dir.path().join("data");
+    let cluster = data_dir.join("postgres");
+
+    let (env, port, redis_url) = settings(&data_dir);
+    let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
+    let addr = ready(&mut binary, port).await;
+    vote_until_queued(addr, "a").await;
+    tally_where(addr, "the vote counted", |t| t.total == 1 && !t.stale).await;
+    let old_redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
+    let old_postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
+    binary.signal("KILL");
+    binary.exit().await;
+    assert!(
+        process_exists(old_redis) && process_exists(old_postgres),
+        "its servers outlive a SIGKILL"
+    );
+    drop(binary);
+
+    let (env, port, redis_url) = settings(&data_dir);
+    let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
+    let addr = ready(&mut binary, port).await;
+    let tally = tally_where(addr, "the earlier vote", |t| t.total == 1 && !t.stale).await;
+    assert_eq!(tally.count("a"), 1);
+    // Gone: exited (what is left may be a zombie until init, which may never, reaps it).
+    assert!(!is_running(old_redis), "the old Redis was stopped");
+    assert!(!is_running(old_postgres), "the old PostgreSQL was stopped");
+    let new_redis = redis_pid(&redis_url).await.expect("its new Redis answers");
+    assert_ne!(new_redis, old_redis);
+    assert_eq!(parent_of(new_redis), Some(binary.pid()));
+    binary.signal("TERM");
+    assert!(binary.exit().await.success(), "{}", binary.stderr_text());
 }

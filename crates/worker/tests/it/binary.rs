@@ -265,6 +265,76 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     );
 }
 
+/// A PostgreSQL that refuses the configured password: `/readyz` answers 503 naming the refusal
+/// in one line (the password not in it), the worker retries with backoff, and its log says so
+/// once, not once per retry; once the password is right, it is ready again and says so once.
+#[tokio::test]
+async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
+    use testkit::service::ServiceProcess;
+    let (right, wrong) = ("right-pw-5a1c", "wrong-pw-93be");
+    let infra = crate::helpers::Infra::start().await;
+    infra.pg.require_password(right).await.unwrap();
+    let port = infra.pg.port();
+    let mut worker = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[
+            ("NO_COLOR", "1".to_string()),
+            ("VOTING_REDIS__URL", infra.redis.url()),
+            (
+                "VOTING_POSTGRES__URL",
+                format!("postgres://postgres:{wrong}@127.0.0.1:{port}/postgres"),
+            ),
+        ],
+        None,
+    )
+    .expect("the worker binary starts");
+
+    // Several retries, each refused.
+    let worker_ref = &worker;
+    testkit::eventually(Duration::from_secs(30), "four refused steps", || async {
+        let metrics = worker_ref.get("/metrics").await.ok()?;
+        let failures: u64 = metrics
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("worker_failures_total "))?
+            .parse()
+            .ok()?;
+        (failures >= 4).then_some(())
+    })
+    .await;
+    let answer = worker.get("/readyz").await.unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.body.lines().count(), 1, "one line: {}", answer.body);
+    assert!(
+        answer.body.contains("password authentication failed"),
+        "{}",
+        answer.body
+    );
+    assert!(!answer.body.contains(wrong), "{}", answer.body);
+
+    // The operator fixes it: the password the worker has becomes the right one.
+    let admin = testkit::pg_client(&format!(
+        "postgres://postgres:{right}@127.0.0.1:{port}/postgres"
+    ))
+    .await
+    .unwrap();
+    admin
+        .batch_execute(&format!("ALTER ROLE postgres PASSWORD '{wrong}'"))
+        .await
+        .unwrap();
+    worker.until_ready(Duration::from_secs(30)).await;
+    // The whole log, once the worker has exited: one line for the outage, not one per retry,
+    // and one for the recovery.
+    let log = worker.stop_cleanly_without(&[right, wrong]);
+    assert_eq!(log.matches("batch failed").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("password authentication failed").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("batches succeed again").count(), 1, "{log}");
+}
+
 #[test]
 fn answers_help_and_version() {
     testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_worker").as_ref(), "worker");
