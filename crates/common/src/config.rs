@@ -24,8 +24,6 @@ use crate::secret::SecretUrl;
 /// Prefix of the environment variables read as configuration (`__` separates nesting).
 pub const ENV_PREFIX: &str = "VOTING_";
 
-/// The question of the default poll (whose options are Cats and Dogs).
-pub const DEFAULT_QUESTION: &str = "Cats vs Dogs!";
 /// The longest question, in characters: it must fit a heading.
 pub const MAX_QUESTION_CHARS: usize = 200;
 /// The longest `public_url`, in bytes: it must fit a QR code that scans from afar.
@@ -84,7 +82,8 @@ pub struct Config {
     pub threads: usize,
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
-    /// The poll's question: the heading and the title of both pages.
+    /// The poll's question: the heading and the title of both pages. Empty: the labels
+    /// joined, "Cats vs Dogs!" for the default poll (see [`Config::question`]).
     pub question: String,
     /// The voting page's address as people outside should type it or scan it (the link and
     /// QR code of the results page), e.g. `https://poll.example.org/vote/`; empty: derived
@@ -289,7 +288,7 @@ impl Config {
                 pool_size: 4,
                 password_file: None,
             },
-            question: DEFAULT_QUESTION.into(),
+            question: String::new(),
             public_url: String::new(),
             options: Options::defaults(),
             option_a: None,
@@ -474,15 +473,29 @@ impl Config {
             .expect("options were checked when the configuration was read")
     }
 
+    /// The poll's question: `question`, or when it is empty the labels joined as the original
+    /// app did ("Cats vs Dogs!", "Tabs vs Spaces!").
+    pub fn question(&self) -> String {
+        if !self.question.is_empty() {
+            return self.question.clone();
+        }
+        let labels: Vec<String> = self.options().iter().map(|o| o.label.clone()).collect();
+        format!("{}!", labels.join(" vs "))
+    }
+
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.http.header_timeout_ms)
     }
 }
 
-/// A question must be 1 to [`MAX_QUESTION_CHARS`] characters, not only spaces, and on one line.
+/// A question is empty (the labels make it) or 1 to [`MAX_QUESTION_CHARS`] characters, not
+/// only spaces, and on one line.
 fn check_question(question: &str) -> Result<(), String> {
+    if question.is_empty() {
+        return Ok(());
+    }
     let chars = question.chars().count();
-    if chars == 0 || chars > MAX_QUESTION_CHARS || question.trim().is_empty() {
+    if chars > MAX_QUESTION_CHARS || question.trim().is_empty() {
         return Err(format!(
             "must be 1 to {MAX_QUESTION_CHARS} characters, not only spaces"
         ));
@@ -508,7 +521,10 @@ fn check_public_url(url: &str) -> Result<(), String> {
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     let host_ok = uri.authority().is_some_and(|a| !a.host().is_empty());
     if !scheme_ok || !host_ok || url.contains(char::is_whitespace) {
-        return Err("must be an absolute http:// or https:// URL, e.g. https://poll.example.org/vote/".into());
+        return Err(
+            "must be an absolute http:// or https:// URL, e.g. https://poll.example.org/vote/"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -665,14 +681,17 @@ mod tests {
     fn question_and_public_url_from_the_environment() {
         Jail::expect_with(|jail| {
             let c = load(None).unwrap();
-            assert_eq!(c.question, "Cats vs Dogs!");
+            assert_eq!(c.question(), "Cats vs Dogs!");
             assert_eq!(c.public_url, "");
+            jail.set_env("OPTION_A", "Tabs");
+            jail.set_env("OPTION_B", "Spaces");
+            assert_eq!(load(None).unwrap().question(), "Tabs vs Spaces!");
             assert!(c.result.show_qr);
             jail.set_env("VOTING_QUESTION", "Tea or coffee?");
             jail.set_env("VOTING_PUBLIC_URL", "https://poll.example.org/vote/");
             jail.set_env("VOTING_RESULT__SHOW_QR", "false");
             let c = load(None).unwrap();
-            assert_eq!(c.question, "Tea or coffee?");
+            assert_eq!(c.question(), "Tea or coffee?");
             assert_eq!(c.public_url, "https://poll.example.org/vote/");
             assert!(!c.result.show_qr);
             Ok(())
@@ -688,7 +707,10 @@ mod tests {
             ("VOTING_PUBLIC_URL", "poll.example.org/vote/"),
             ("VOTING_PUBLIC_URL", "ftp://poll.example.org/"),
             ("VOTING_PUBLIC_URL", "javascript:alert(1)"),
-            ("VOTING_PUBLIC_URL", &format!("https://e.org/{}", "v".repeat(200))),
+            (
+                "VOTING_PUBLIC_URL",
+                &format!("https://e.org/{}", "v".repeat(200)),
+            ),
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(key, value);

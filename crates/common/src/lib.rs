@@ -60,7 +60,10 @@ pub fn replica_name() -> Option<String> {
 
 /// Whether `host` is the host name Docker gives a container: its id's first 12 hex digits.
 fn is_container_id(host: &str) -> bool {
-    host.len() == 12 && host.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    host.len() == 12
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

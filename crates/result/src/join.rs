@@ -134,7 +134,11 @@ mod tests {
     fn a_host_that_is_no_host_gives_no_url() {
         assert_eq!(vote_url("", false, &HeaderMap::new()), None);
         for bad in ["user@evil.example", "a b", "<svg>", ""] {
-            assert_eq!(vote_url("", false, &headers(&[("host", bad)])), None, "{bad}");
+            assert_eq!(
+                vote_url("", false, &headers(&[("host", bad)])),
+                None,
+                "{bad}"
+            );
         }
         let forwarded = headers(&[("host", "ok.example"), ("x-forwarded-host", "\"x\"")]);
         assert_eq!(vote_url("", true, &forwarded), None);
@@ -142,7 +146,10 @@ mod tests {
 
     #[test]
     fn the_short_form_drops_the_scheme_and_the_last_slash() {
-        assert_eq!(short("https://poll.example.org/vote/"), "poll.example.org/vote");
+        assert_eq!(
+            short("https://poll.example.org/vote/"),
+            "poll.example.org/vote"
+        );
         assert_eq!(short("http://127.0.0.1:8081/vote/"), "127.0.0.1:8081/vote");
         assert_eq!(short("https://e.org"), "e.org");
     }
@@ -152,9 +159,15 @@ mod tests {
         let qr = Qr::new("http://127.0.0.1:8081/vote/").unwrap();
         // Version 2 (25 modules) at level M holds 26 bytes or less... this URL needs version 3.
         assert_eq!(qr.size, 29 + 2 * QUIET_ZONE);
-        assert!(qr.path.starts_with("M4 4h7v1h-7z"), "the finder's top row: {}", qr.path);
         assert!(
-            qr.path.bytes().all(|b| b.is_ascii_digit() || b"Mhvz -".contains(&b)),
+            qr.path.starts_with("M4 4h7v1h-7z"),
+            "the finder's top row: {}",
+            qr.path
+        );
+        assert!(
+            qr.path
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"Mhvz -".contains(&b)),
             "{}",
             qr.path
         );

@@ -24,11 +24,12 @@ pub fn percentages(counts: &[u64]) -> Vec<u64> {
     let mut order: Vec<usize> = (0..counts.len()).collect();
     order.sort_by(|&i, &j| {
         let (ri, rj) = (share(counts[i]) % total, share(counts[j]) % total);
-        rj.cmp(&ri)
-            .then(counts[j].cmp(&counts[i]))
-            .then(i.cmp(&j))
+        rj.cmp(&ri).then(counts[j].cmp(&counts[i])).then(i.cmp(&j))
     });
-    for &i in order.iter().take(usize::try_from(missing).expect("at most 100")) {
+    for &i in order
+        .iter()
+        .take(usize::try_from(missing).expect("at most 100"))
+    {
         out[i] += 1;
     }
     out
@@ -201,7 +202,10 @@ mod tests {
         assert_eq!(percentages(&[0, 0]), [0, 0]);
         assert_eq!(percentages(&[3, 1]), [75, 25]);
         assert_eq!(percentages(&[1, 0, 2]), [33, 0, 67]);
-        assert_eq!(percentages(&[1, 1, 1, 1, 1, 1, 1]), [15, 15, 14, 14, 14, 14, 14]);
+        assert_eq!(
+            percentages(&[1, 1, 1, 1, 1, 1, 1]),
+            [15, 15, 14, 14, 14, 14, 14]
+        );
         // 1 vote in 1,000: less than half a point, still 0 (the bar shows it as a dot).
         assert_eq!(percentages(&[999, 1]), [100, 0]);
         assert_eq!(percentages(&[u64::MAX, u64::MAX]), [50, 50]);
@@ -258,7 +262,10 @@ mod tests {
         assert_eq!(group(0, DEFAULT_GROUPING), "0");
         assert_eq!(group(999, DEFAULT_GROUPING), "999");
         assert_eq!(group(1000, DEFAULT_GROUPING), "1,000");
-        assert_eq!(group(u64::MAX, DEFAULT_GROUPING), "18,446,744,073,709,551,615");
+        assert_eq!(
+            group(u64::MAX, DEFAULT_GROUPING),
+            "18,446,744,073,709,551,615"
+        );
     }
 
     #[test]

@@ -118,7 +118,10 @@ mod tests {
         let empty = render(vec![0, 0], false, None);
         assert!(empty.contains("No votes yet"));
         assert_eq!(empty.matches("bar w-0 none\"").count(), 2, "{empty}");
-        assert!(empty.contains("<title>Results: Cats vs Dogs!</title>"), "{empty}");
+        assert!(
+            empty.contains("<title>Results: Cats vs Dogs!</title>"),
+            "{empty}"
+        );
         assert!(empty.contains(">Cats vs Dogs!</h1>"), "{empty}");
 
         let some = render(vec![3, 1], false, None);
@@ -130,7 +133,10 @@ mod tests {
         assert!(some.contains(">75%<") && some.contains(">25%<"), "{some}");
 
         let many = render(vec![8551, 0], false, None);
-        assert!(many.contains(">8,551<") && many.contains("8,551 votes"), "{many}");
+        assert!(
+            many.contains(">8,551<") && many.contains("8,551 votes"),
+            "{many}"
+        );
         assert!(many.contains("bar w-100\"") && many.contains("bar w-0 none\""));
     }
 
@@ -142,9 +148,15 @@ mod tests {
             stale.contains("data-state=\"stale\">These results may be stale"),
             "{stale}"
         );
-        assert!(!stale.contains(">Live<") && !stale.contains("\"live\""), "{stale}");
+        assert!(
+            !stale.contains(">Live<") && !stale.contains("\"live\""),
+            "{stale}"
+        );
         let fresh = render(vec![1, 0], false, None);
-        assert!(fresh.contains("data-state=\"connecting\" hidden>"), "{fresh}");
+        assert!(
+            fresh.contains("data-state=\"connecting\" hidden>"),
+            "{fresh}"
+        );
     }
 
     #[test]
@@ -155,11 +167,17 @@ mod tests {
             html.contains("<a href=\"https://poll.example.org/vote/\">poll.example.org/vote</a>"),
             "{html}"
         );
-        assert!(html.contains("<svg class=\"qr\" viewBox=\"0 0 37 37\""), "{html}");
+        assert!(
+            html.contains("<svg class=\"qr\" viewBox=\"0 0 37 37\""),
+            "{html}"
+        );
         assert!(!html.contains("style="), "{html}");
         let hidden = render(vec![0, 0], false, None);
         assert!(!hidden.contains("<svg"), "{hidden}");
-        assert!(hidden.contains("href=\"../vote/\""), "the pages link to each other: {hidden}");
+        assert!(
+            hidden.contains("href=\"../vote/\""),
+            "the pages link to each other: {hidden}"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl State {
     ) -> State {
         State {
             options: config.options(),
-            question: config.question.clone(),
+            question: config.question(),
             public_url: config.public_url.clone(),
             show_qr: config.result.show_qr,
             snapshots,
@@ -107,8 +107,13 @@ fn route(state: &State, req: Request<Incoming>) -> Resp {
         ("/metrics", Method::GET) => web::metrics(metrics(state)),
         ("/ws" | "/metrics", _) => web::method_not_allowed("GET"),
         (
-            "/" | "/api/tally" | "/static/result.css" | "/static/result.js"
-            | "/static/favicon.svg" | "/healthz" | "/readyz",
+            "/"
+            | "/api/tally"
+            | "/static/result.css"
+            | "/static/result.js"
+            | "/static/favicon.svg"
+            | "/healthz"
+            | "/readyz",
             _,
         ) => web::method_not_allowed("GET, HEAD"),
         _ => web::not_found(),

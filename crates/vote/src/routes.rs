@@ -72,7 +72,7 @@ impl State {
     pub fn new(config: &Config) -> anyhow::Result<State> {
         Ok(State {
             options: config.options(),
-            question: config.question.clone(),
+            question: config.question(),
             queue: Queue::new(config)?,
             replica: common::replica_name(),
             limits: Limits::from(&config.http),
@@ -190,7 +190,9 @@ impl Refusal {
         let why = match self {
             Refusal::Queue(e) => return queue_message(e),
             Refusal::Input(_) | Refusal::UnknownOption(_) => "that choice is not on this poll",
-            Refusal::Body(_) | Refusal::MediaType(_) => "your browser's request did not arrive whole",
+            Refusal::Body(_) | Refusal::MediaType(_) => {
+                "your browser's request did not arrive whole"
+            }
             Refusal::CrossSite => "it was sent from another site",
         };
         format!("We could not record your vote: {why}. Please vote again with the buttons above.")
