@@ -37,7 +37,7 @@
   Array.prototype.forEach.call(tally.querySelectorAll('li[data-key]'), function (li) {
     var bar = li.querySelector('.bar');
     rows[li.getAttribute('data-key')] = {
-      label: li.querySelector('.label'),
+      label: li.querySelector('.label .name'),
       count: li.querySelector('.count'),
       percent: li.querySelector('.percent'),
       bar: bar,

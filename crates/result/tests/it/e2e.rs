@@ -34,16 +34,16 @@ fn behind_nginx(figment: Figment) -> Figment {
 }
 
 /// The whole app on one origin: Nginx in front of vote, result and the worker.
-struct Stack {
-    infra: Infra,
+pub struct Stack {
+    pub infra: Infra,
     /// Behind a lock, so that the story can hold the futures that stop and restart it at once.
-    result: Mutex<App>,
+    pub result: Mutex<App>,
     result_config: Config,
     nginx: Nginx,
 }
 
 impl Stack {
-    async fn start() -> Stack {
+    pub async fn start() -> Stack {
         let infra = Infra::with_redis().await;
         let vote = spawn_vote(&infra, behind_nginx).await;
         let result_config = infra.config(Service::Result, behind_nginx);
@@ -67,7 +67,7 @@ impl Stack {
     }
 
     /// The app's base URL, through Nginx: `http://127.0.0.1:<port>`.
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         self.nginx.url("")
     }
 
@@ -88,7 +88,7 @@ impl Stack {
 }
 
 /// Where the test `test` leaves its screenshots when it fails.
-fn shots(test: &str) -> Screenshots {
+pub fn shots(test: &str) -> Screenshots {
     Screenshots::new(env!("CARGO_TARGET_TMPDIR"), test)
 }
 
