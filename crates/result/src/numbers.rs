@@ -174,7 +174,7 @@ pub fn group(n: u64, grouping: Grouping) -> String {
     }
     let mut out = String::with_capacity(digits.len() * 2);
     for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push_str(grouping.separator);
         }
         out.push(d);

@@ -63,7 +63,12 @@ async fn the_qr_code_of_a_projected_screenshot_opens_the_voting_page() {
 
             let codes = decode_qr_codes(&png);
             let vote_url = format!("{}/vote/", stack.base());
-            assert_eq!(codes, [vote_url.clone()], "screenshot: {}", path.display());
+            assert_eq!(
+                codes,
+                std::slice::from_ref(&vote_url),
+                "screenshot: {}",
+                path.display()
+            );
             // The address is written out too, for those who type it.
             let short = vote_url.trim_start_matches("http://").trim_end_matches('/');
             assert_eq!(text(&browser, ".join-url a").await.as_deref(), Some(short));
