@@ -6,6 +6,8 @@
 //!   scrolling, with five-digit counts; the QR code shows on the wide screen only.
 //! - Live updates group thousands in the page's language, percentages add up to 100, and an
 //!   option without votes has an empty bar.
+//! - One status line: stale while PostgreSQL is down, never Live at the same time.
+//! - Bars animate, except under `prefers-reduced-motion`.
 //!
 //! Conditions are polled with a deadline; screenshots land in `target/tmp/present/`.
 
@@ -243,4 +245,76 @@ async fn live_updates_group_thousands_and_add_up_to_100() {
     assert_eq!(percents.iter().sum::<u64>(), 100);
     assert_eq!(shown[3].2, "bar w-0 none", "no votes: an empty bar");
     assert_eq!(shown[0].2, "bar w-34");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_status_line_says_stale_never_live_and_stale_at_once() {
+    let mut infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f).await;
+    app.tally_where("a fresh tally", |t| !t.stale).await;
+    let browser = story::browser(BrowserOptions::default()).await;
+    browser
+        .goto(&format!("http://{}/", app.addr))
+        .await
+        .unwrap();
+    eventually("the page is live", || async {
+        live(&browser).await.then_some(())
+    })
+    .await;
+
+    tokio::task::block_in_place(|| infra.pg.stop_immediate()).expect("PostgreSQL stops");
+    eventually("the page says its results may be stale", || async {
+        let (state, said) = story::connection(&browser).await?;
+        (state == "stale" && said.starts_with("These results may be stale")).then_some(())
+    })
+    .await;
+    let statuses = browser
+        .execute(
+            "return [document.querySelectorAll('[role=status]').length, \
+                     document.body.innerText.includes('Live')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses,
+        json!([1, false]),
+        "one status line, and it is not Live"
+    );
+
+    tokio::task::block_in_place(|| infra.pg.start_again()).expect("PostgreSQL starts again");
+    eventually("the page is live again", || async {
+        live(&browser).await.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bars_animate_unless_the_system_asks_for_less_motion() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f).await;
+    for (reduced_motion, want) in [
+        (false, json!(["0.6s", "grow"])),
+        (true, json!(["0s", "none"])),
+    ] {
+        let browser = story::browser(BrowserOptions {
+            reduced_motion,
+            ..BrowserOptions::default()
+        })
+        .await;
+        browser
+            .goto(&format!("http://{}/", app.addr))
+            .await
+            .unwrap();
+        let bar = browser
+            .execute(
+                "const s = getComputedStyle(document.querySelector('.bar')); \
+                 return [s.transitionDuration, s.animationName];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(bar, want, "prefers-reduced-motion: {reduced_motion}");
+        browser.quit().await.unwrap();
+    }
 }
