@@ -24,6 +24,11 @@ use crate::secret::SecretUrl;
 /// Prefix of the environment variables read as configuration (`__` separates nesting).
 pub const ENV_PREFIX: &str = "VOTING_";
 
+/// The longest question, in characters: it must fit a heading.
+pub const MAX_QUESTION_CHARS: usize = 200;
+/// The longest `public_url`, in bytes: it must fit a QR code that scans from afar.
+pub const MAX_PUBLIC_URL_BYTES: usize = 200;
+
 /// The deployable services; each has its own default listen address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
@@ -77,6 +82,14 @@ pub struct Config {
     pub threads: usize,
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
+    /// The poll's question: the heading and the title of both pages. Empty: the labels
+    /// joined, "Cats vs Dogs!" for the default poll (see [`Config::question`]).
+    pub question: String,
+    /// The voting page's address as people outside should type it or scan it (the link and
+    /// QR code of the results page), e.g. `https://poll.example.org/vote/`; empty: derived
+    /// from each request of the results page (`Host`, or `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` with `http.trust_proxy`) as `<scheme>://<host>/vote/`.
+    pub public_url: String,
     /// The poll's options, in display order.
     pub options: Vec<VoteOption>,
     /// The original app's `OPTION_A`: label of option `a`.
@@ -215,6 +228,9 @@ pub struct ResultConfig {
     pub max_sockets: usize,
     /// The safety poll: tallies are re-read this often even without a notification.
     pub poll_interval_ms: u64,
+    /// Show the QR code and the address of the voting page on the results page (a page
+    /// opened with `?qr=0` hides them too).
+    pub show_qr: bool,
 }
 
 /// The all-in-one `voting` binary: the Redis and PostgreSQL it starts itself.
@@ -293,6 +309,8 @@ impl Config {
                 pool_size: 4,
                 password_file: None,
             },
+            question: String::new(),
+            public_url: String::new(),
             options: Options::defaults(),
             option_a: None,
             option_b: None,
@@ -329,6 +347,7 @@ impl Config {
             result: ResultConfig {
                 max_sockets: 20_000,
                 poll_interval_ms: 5_000,
+                show_qr: true,
             },
             voting: VotingConfig {
                 data_dir: String::new(),
@@ -403,6 +422,8 @@ impl Config {
         };
         self.poll_options()
             .map_err(|(key, message)| fail(key, message))?;
+        check_question(&self.question).map_err(|m| fail("question", m))?;
+        check_public_url(&self.public_url).map_err(|m| fail("public_url", m))?;
         for (key, name) in [
             ("queue.stream", &self.queue.stream),
             ("queue.group", &self.queue.group),
@@ -490,6 +511,16 @@ impl Config {
             .expect("options were checked when the configuration was read")
     }
 
+    /// The poll's question: `question`, or when it is empty the labels joined as the original
+    /// app did ("Cats vs Dogs!", "Tabs vs Spaces!").
+    pub fn question(&self) -> String {
+        if !self.question.is_empty() {
+            return self.question.clone();
+        }
+        let labels: Vec<String> = self.options().iter().map(|o| o.label.clone()).collect();
+        format!("{}!", labels.join(" vs "))
+    }
+
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.http.header_timeout_ms)
     }
@@ -516,6 +547,47 @@ fn default_port(name: &str, default: u16) -> Result<u16, ConfigError> {
         },
         _ => Ok(default),
     }
+}
+
+/// A question is empty (the labels make it) or 1 to [`MAX_QUESTION_CHARS`] characters, not
+/// only spaces, and on one line.
+fn check_question(question: &str) -> Result<(), String> {
+    if question.is_empty() {
+        return Ok(());
+    }
+    let chars = question.chars().count();
+    if chars > MAX_QUESTION_CHARS || question.trim().is_empty() {
+        return Err(format!(
+            "must be 1 to {MAX_QUESTION_CHARS} characters, not only spaces"
+        ));
+    }
+    if question.chars().any(char::is_control) {
+        return Err("must be one line, without control characters".into());
+    }
+    Ok(())
+}
+
+/// `public_url` is empty, or an absolute `http://` or `https://` URL with a host, short
+/// enough for a QR code that scans from the back of a room.
+fn check_public_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    if url.len() > MAX_PUBLIC_URL_BYTES {
+        return Err(format!("must be at most {MAX_PUBLIC_URL_BYTES} bytes"));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| "must be an absolute http:// or https:// URL".to_string())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.authority().is_some_and(|a| !a.host().is_empty());
+    if !scheme_ok || !host_ok || url.contains(char::is_whitespace) {
+        return Err(
+            "must be an absolute http:// or https:// URL, e.g. https://poll.example.org/vote/"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The password in `path`, without surrounding whitespace (a secret file often ends with a
@@ -665,6 +737,52 @@ mod tests {
             assert_eq!(c.options().get("a").unwrap().label, "Cats");
             Ok(())
         });
+    }
+
+    #[test]
+    fn question_and_public_url_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load(None).unwrap();
+            assert_eq!(c.question(), "Cats vs Dogs!");
+            assert_eq!(c.public_url, "");
+            jail.set_env("OPTION_A", "Tabs");
+            jail.set_env("OPTION_B", "Spaces");
+            assert_eq!(load(None).unwrap().question(), "Tabs vs Spaces!");
+            assert!(c.result.show_qr);
+            jail.set_env("VOTING_QUESTION", "Tea or coffee?");
+            jail.set_env("VOTING_PUBLIC_URL", "https://poll.example.org/vote/");
+            jail.set_env("VOTING_RESULT__SHOW_QR", "false");
+            let c = load(None).unwrap();
+            assert_eq!(c.question(), "Tea or coffee?");
+            assert_eq!(c.public_url, "https://poll.example.org/vote/");
+            assert!(!c.result.show_qr);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_questions_and_public_urls_are_named() {
+        for (key, value) in [
+            ("VOTING_QUESTION", "\"   \""),
+            ("VOTING_QUESTION", &"?".repeat(MAX_QUESTION_CHARS + 1)),
+            ("VOTING_QUESTION", "\"two\nlines\""),
+            ("VOTING_PUBLIC_URL", "poll.example.org/vote/"),
+            ("VOTING_PUBLIC_URL", "ftp://poll.example.org/"),
+            ("VOTING_PUBLIC_URL", "javascript:alert(1)"),
+            (
+                "VOTING_PUBLIC_URL",
+                &format!("https://e.org/{}", "v".repeat(200)),
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(key, value);
+                let e = load(None).unwrap_err();
+                let want = key.strip_prefix("VOTING_").unwrap().to_lowercase();
+                assert_eq!(e.key, want, "{value}: {e}");
+                assert!(e.origin.contains(key), "{e}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

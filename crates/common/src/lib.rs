@@ -45,7 +45,40 @@ pub mod system;
 pub mod telemetry;
 pub mod voter;
 
+/// The pages' icon, served at `static/favicon.svg` next to each page.
+pub const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
+
 /// The name of the host serving a page (a container's id under Docker).
 pub fn host_name() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// The name of the replica serving a page, when there is one to name: a Kubernetes pod's
+/// name, or the id of a Docker container (`docker compose up --scale vote=3`), where several
+/// replicas of a service answer. `None` elsewhere (a machine's own name says nothing about
+/// which replica answered).
+pub fn replica_name() -> Option<String> {
+    let host = host_name();
+    let in_kubernetes = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let in_docker = std::path::Path::new("/.dockerenv").exists() && is_container_id(&host);
+    (in_kubernetes || in_docker).then_some(host)
+}
+
+/// Whether `host` is the host name Docker gives a container: its id's first 12 hex digits.
+fn is_container_id(host: &str) -> bool {
+    host.len() == 12
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_docker_host_name_is_a_short_container_id() {
+        assert!(super::is_container_id("3f4e5d6c7b8a"));
+        assert!(!super::is_container_id("vm"));
+        assert!(!super::is_container_id("3F4E5D6C7B8A"));
+        assert!(!super::is_container_id("3f4e5d6c7b8a9"));
+    }
 }

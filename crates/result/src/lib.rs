@@ -9,9 +9,13 @@
 //! - [`snapshot`]: one tally and its JSON, serialized once for every socket.
 //! - [`socket`]: the WebSocket handshake and the per-socket task.
 //! - [`page`]: the askama template of the page, its stylesheet and script.
+//! - [`numbers`]: percentages that add up to 100, thousands separators by language.
+//! - [`join`]: the voting page's address and its QR code, for the page.
 #![forbid(unsafe_code)]
 
 pub mod feed;
+pub mod join;
+pub mod numbers;
 pub mod page;
 pub mod routes;
 pub mod snapshot;

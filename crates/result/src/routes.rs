@@ -2,11 +2,12 @@
 //!
 //! | method     | path                 | answer |
 //! |------------|----------------------|--------|
-//! | GET, HEAD  | `/`                  | the results page, rendered with the current tally |
+//! | GET, HEAD  | `/`                  | the results page, rendered with the current tally (`?qr=0`: without the QR code) |
 //! | GET        | `/ws`                | WebSocket: the current snapshot, then every new one |
 //! | GET, HEAD  | `/api/tally`         | the current snapshot as JSON |
 //! | GET, HEAD  | `/static/result.css` | the stylesheet |
 //! | GET, HEAD  | `/static/result.js`  | the page's script |
+//! | GET, HEAD  | `/static/favicon.svg` | the icon |
 //! | GET, HEAD  | `/healthz`           | `200` while the process serves |
 //! | GET, HEAD  | `/readyz`            | `200` when the feed holds a fresh tally, else `503` naming why |
 //! | GET        | `/metrics`           | Prometheus text |
@@ -28,13 +29,20 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use crate::feed::FeedStats;
-use crate::page::{ResultPage, SCRIPT_JS, STYLE_CSS};
+use crate::join;
+use crate::numbers;
+use crate::page::{Join, ResultPage, SCRIPT_JS, STYLE_CSS};
 use crate::snapshot::Snapshot;
 use crate::socket::{self, Hub};
 
 /// Everything the handlers share.
 pub struct State {
     options: Options,
+    question: String,
+    /// `public_url`: the voting page's address, when configured.
+    public_url: String,
+    /// `result.show_qr`.
+    show_qr: bool,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     hub: Arc<Hub>,
     feed: Arc<FeedStats>,
@@ -53,6 +61,9 @@ impl State {
     ) -> State {
         State {
             options: config.options(),
+            question: config.question(),
+            public_url: config.public_url.clone(),
+            show_qr: config.result.show_qr,
             snapshots,
             hub,
             feed,
@@ -77,7 +88,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
 fn route(state: &State, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     match (req.uri().path(), method) {
-        ("/", Method::GET | Method::HEAD) => page(state),
+        ("/", Method::GET | Method::HEAD) => page(state, &req),
         ("/ws", Method::GET) => {
             socket::upgrade(&state.hub, &state.snapshots, state.trust_proxy, req)
         }
@@ -88,12 +99,20 @@ fn route(state: &State, req: Request<Incoming>) -> Resp {
         ("/static/result.js", Method::GET | Method::HEAD) => {
             asset("text/javascript; charset=utf-8", SCRIPT_JS)
         }
+        ("/static/favicon.svg", Method::GET | Method::HEAD) => {
+            asset("image/svg+xml", common::FAVICON_SVG)
+        }
         ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
         ("/readyz", Method::GET | Method::HEAD) => readyz(state),
         ("/metrics", Method::GET) => web::metrics(metrics(state)),
         ("/ws" | "/metrics", _) => web::method_not_allowed("GET"),
         (
-            "/" | "/api/tally" | "/static/result.css" | "/static/result.js" | "/healthz"
+            "/"
+            | "/api/tally"
+            | "/static/result.css"
+            | "/static/result.js"
+            | "/static/favicon.svg"
+            | "/healthz"
             | "/readyz",
             _,
         ) => web::method_not_allowed("GET, HEAD"),
@@ -107,10 +126,25 @@ fn no_store(mut resp: Resp) -> Resp {
     resp
 }
 
-fn page(state: &State) -> Resp {
+fn page(state: &State, req: &Request<Incoming>) -> Resp {
     state.pages.inc();
     let snapshot = state.snapshot();
-    match ResultPage::new(&state.options, &snapshot).render() {
+    let headers = req.headers();
+    let language = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let join = (state.show_qr && !qr_hidden(req.uri().query()))
+        .then(|| join::vote_url(&state.public_url, state.trust_proxy, headers))
+        .flatten()
+        .and_then(Join::new);
+    let page = ResultPage::new(
+        &state.question,
+        &state.options,
+        &snapshot,
+        numbers::grouping(language),
+        join,
+    );
+    match page.render() {
         Ok(body) => no_store(web::html(StatusCode::OK, body)),
         Err(e) => {
             tracing::error!(error = %e, "rendering the results page failed");
@@ -120,6 +154,16 @@ fn page(state: &State) -> Resp {
             )
         }
     }
+}
+
+/// Whether the page's query hides the QR code: `qr=0` (or `off`, `false`, `no`).
+fn qr_hidden(query: Option<&str>) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        matches!(
+            pair.split_once('='),
+            Some(("qr", "0" | "off" | "false" | "no"))
+        )
+    })
 }
 
 fn tally(state: &State) -> Resp {

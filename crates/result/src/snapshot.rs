@@ -1,13 +1,17 @@
 //! A tally snapshot: every configured option with its count, and the JSON that goes to the
 //! sockets and to `GET /api/tally`, serialized once when the snapshot is made.
 //!
-//! The JSON is the contract of DESIGN.md, with two extra fields:
-//! `{"options":[{"key":"a","label":"Cats","count":12}],"total":20,"stale":false,"version":7}`.
-//! `stale` is true while PostgreSQL cannot be read (the counts are the last ones known);
-//! `version` grows by one with every snapshot a process publishes.
+//! The JSON is the contract of DESIGN.md, with three extra fields:
+//! `{"options":[{"key":"a","label":"Cats","count":12,"percent":60}],"total":20,"stale":false,"version":7}`.
+//! `percent` is the option's whole percentage, by the largest remainder method so that they add
+//! up to 100 ([`crate::numbers::percentages`]); `stale` is true while PostgreSQL cannot be read
+//! (the counts are the last ones known); `version` grows by one with every snapshot a process
+//! publishes.
 
 use common::options::Options;
 use serde::Serialize;
+
+use crate::numbers::percentages;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One published state of the tally. Immutable; shared as `Arc<Snapshot>`.
@@ -17,6 +21,8 @@ pub struct Snapshot {
     pub version: u64,
     /// Counts in the order of the configured options.
     pub counts: Vec<u64>,
+    /// Their whole percentages, adding up to 100 (all 0 without votes).
+    pub percents: Vec<u64>,
     /// Sum of `counts`.
     pub total: u64,
     /// The counts could not be confirmed: PostgreSQL is unreachable (or not read yet).
@@ -38,6 +44,7 @@ struct JsonOption<'a> {
     key: &'a str,
     label: &'a str,
     count: u64,
+    percent: u64,
 }
 
 impl Snapshot {
@@ -45,14 +52,16 @@ impl Snapshot {
     pub fn new(options: &Options, counts: Vec<u64>, stale: bool, version: u64) -> Snapshot {
         debug_assert_eq!(counts.len(), options.len());
         let total = counts.iter().sum();
+        let percents = percentages(&counts);
         let json = Json {
             options: options
                 .iter()
-                .zip(&counts)
-                .map(|(o, &count)| JsonOption {
+                .zip(counts.iter().zip(&percents))
+                .map(|(o, (&count, &percent))| JsonOption {
                     key: o.key.as_str(),
                     label: &o.label,
                     count,
+                    percent,
                 })
                 .collect(),
             total,
@@ -63,6 +72,7 @@ impl Snapshot {
         Snapshot {
             version,
             counts,
+            percents,
             total,
             stale,
             json: json.into(),
@@ -95,25 +105,6 @@ pub fn counts_from_rows<'a>(
     counts
 }
 
-/// `count` as a whole percentage of `total`, rounded half up (as `Math.round` in the page's
-/// script); 0 when there are no votes.
-pub fn percent(count: u64, total: u64) -> u64 {
-    if total == 0 {
-        0
-    } else {
-        (count.saturating_mul(200) + total) / total.saturating_mul(2)
-    }
-}
-
-/// The total in the original app's words: "No votes yet", "1 vote", "N votes".
-pub fn total_words(total: u64) -> String {
-    match total {
-        0 => "No votes yet".to_string(),
-        1 => "1 vote".to_string(),
-        n => format!("{n} votes"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,8 +131,8 @@ mod tests {
             v,
             serde_json::json!({
                 "options": [
-                    {"key": "a", "label": "A", "count": 12},
-                    {"key": "b", "label": "B", "count": 8},
+                    {"key": "a", "label": "A", "count": 12, "percent": 60},
+                    {"key": "b", "label": "B", "count": 8, "percent": 40},
                 ],
                 "total": 20,
                 "stale": false,
@@ -165,21 +156,5 @@ mod tests {
         let counts = counts_from_rows(&o, [("c", 4), ("zebra", 99), ("a", 1), ("b", -2)]);
         assert_eq!(counts, [1, 0, 4]);
         assert_eq!(Snapshot::new(&o, counts, false, 1).total, 5);
-    }
-
-    #[test]
-    fn percentages_round_half_up() {
-        assert_eq!(percent(0, 0), 0);
-        assert_eq!(percent(1, 3), 33);
-        assert_eq!(percent(2, 3), 67);
-        assert_eq!(percent(1, 8), 13); // 12.5
-        assert_eq!(percent(5, 5), 100);
-    }
-
-    #[test]
-    fn total_in_words() {
-        assert_eq!(total_words(0), "No votes yet");
-        assert_eq!(total_words(1), "1 vote");
-        assert_eq!(total_words(2), "2 votes");
     }
 }

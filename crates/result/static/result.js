@@ -2,7 +2,11 @@
 //
 // Connects to the WebSocket next to the page (`ws` relative to the page's URL, ws: or wss: to
 // match http: or https:), so it works at / and under /result/ behind a proxy. Every message
-// is a whole snapshot: {"options":[{"key","label","count"}],"total","stale","version"}.
+// is a whole snapshot: {"options":[{"key","label","count","percent"}],"total","stale","version"}.
+// The percentages come from the server (largest remainder: they add up to 100); counts are
+// written with the thousands separator the server chose for the page's language
+// (data-group, data-group-min on the list). One status line says Live, Reconnecting… or
+// stale, never two of them at once.
 // When the socket drops, the page says it is reconnecting and retries with capped exponential
 // backoff (with jitter); the first snapshot after reconnecting resynchronises everything.
 (function () {
@@ -13,8 +17,14 @@
     return;
   }
   var totalEl = document.getElementById('total');
-  var staleEl = document.getElementById('stale');
   var statusEl = document.getElementById('connection');
+  var groupSeparator = tally.getAttribute('data-group') || ',';
+  var groupMin = parseInt(tally.getAttribute('data-group-min'), 10) || 4;
+  var STATUS_TEXT = {
+    live: 'Live',
+    reconnecting: 'Reconnecting\u2026',
+    stale: 'These results may be stale: the database cannot be reached right now.'
+  };
 
   var FIRST_DELAY_MS = 250;
   var MAX_DELAY_MS = 10000;
@@ -27,7 +37,7 @@
   Array.prototype.forEach.call(tally.querySelectorAll('li[data-key]'), function (li) {
     var bar = li.querySelector('.bar');
     rows[li.getAttribute('data-key')] = {
-      label: li.querySelector('.label'),
+      label: li.querySelector('.label .name'),
       count: li.querySelector('.count'),
       percent: li.querySelector('.percent'),
       bar: bar,
@@ -45,16 +55,27 @@
     return found;
   }
 
-  // The same words and rounding as the server's rendering.
+  // The same grouping and words as the server's rendering.
+  function group(n) {
+    var digits = String(n);
+    if (digits.length < groupMin) {
+      return digits;
+    }
+    var out = '';
+    for (var i = 0; i < digits.length; i++) {
+      if (i > 0 && (digits.length - i) % 3 === 0) {
+        out += groupSeparator;
+      }
+      out += digits.charAt(i);
+    }
+    return out;
+  }
+
   function words(total) {
     if (total === 0) {
       return 'No votes yet';
     }
-    return total === 1 ? '1 vote' : total + ' votes';
-  }
-
-  function percent(count, total) {
-    return total > 0 ? Math.round((count * 100) / total) : 0;
+    return total === 1 ? '1 vote' : group(total) + ' votes';
   }
 
   function flash(el) {
@@ -73,13 +94,14 @@
       if (!row) {
         return;
       }
-      var count = String(option.count);
+      var count = group(option.count);
       if (row.count.textContent !== count) {
         row.count.textContent = count;
         flash(row.count);
       }
-      var p = percent(option.count, total);
+      var p = typeof option.percent === 'number' ? option.percent : 0;
       row.percent.textContent = p + '%';
+      row.bar.classList.toggle('none', option.count === 0);
       var width = 'w-' + p;
       if (row.width !== width) {
         if (row.width) {
@@ -94,12 +116,14 @@
     });
     totalEl.textContent = words(total);
     totalEl.setAttribute('data-total', String(total));
-    staleEl.hidden = !snapshot.stale;
+    show(snapshot.stale ? 'stale' : 'live');
   }
 
   function show(state) {
-    statusEl.setAttribute('data-state', state);
-    statusEl.textContent = state === 'live' ? 'Live' : 'Reconnecting\u2026';
+    if (statusEl.getAttribute('data-state') !== state) {
+      statusEl.setAttribute('data-state', state);
+      statusEl.textContent = STATUS_TEXT[state];
+    }
     statusEl.hidden = false;
   }
 
@@ -128,7 +152,6 @@
         return;
       }
       delay = FIRST_DELAY_MS; // the connection works: start over after the next drop
-      show('live');
       apply(snapshot);
     };
     ws.onclose = function () {

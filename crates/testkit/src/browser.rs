@@ -36,6 +36,13 @@ pub struct BrowserOptions {
     pub javascript: bool,
     /// Size of the page's viewport (what a screenshot shows) in CSS pixels.
     pub window: (u32, u32),
+    /// The system prefers a dark theme (`prefers-color-scheme: dark`).
+    pub dark: bool,
+    /// The system asks for less motion (`prefers-reduced-motion: reduce`).
+    pub reduced_motion: bool,
+    /// The browser's languages, as it sends them in `Accept-Language` (e.g. `de-DE,de`);
+    /// `None`: Chromium's default.
+    pub languages: Option<String>,
 }
 
 impl Default for BrowserOptions {
@@ -43,6 +50,9 @@ impl Default for BrowserOptions {
         BrowserOptions {
             javascript: true,
             window: (1280, 900),
+            dark: false,
+            reduced_motion: false,
+            languages: None,
         }
     }
 }
@@ -117,8 +127,13 @@ impl Browser {
     }
 
     /// Sizes the window so that the page gets `width` x `height` CSS pixels: a headless
-    /// window counts its (invisible) frame, which is measured from inside the page.
-    async fn size_viewport(&self, (width, height): (u32, u32)) -> anyhow::Result<()> {
+    /// window counts its (invisible) frame, which is measured from inside the page. A page
+    /// must be open (the first one is `about:blank`).
+    ///
+    /// # Errors
+    ///
+    /// When the browser refuses the size.
+    pub async fn size_viewport(&self, (width, height): (u32, u32)) -> anyhow::Result<()> {
         self.client.set_window_size(width, height).await?;
         let inner = self
             .client
@@ -291,7 +306,17 @@ async fn connect(
         format!("--user-data-dir={}", profile.display()),
         format!("--window-size={width},{height}"),
     ];
+    if options.dark {
+        args.push("--force-dark-mode".into());
+    }
+    if options.reduced_motion {
+        args.push("--force-prefers-reduced-motion".into());
+    }
     let mut prefs = serde_json::Map::new();
+    if let Some(languages) = &options.languages {
+        args.push(format!("--accept-lang={languages}"));
+        prefs.insert("intl.accept_languages".into(), json!(languages));
+    }
     if !options.javascript {
         args.push("--blink-settings=scriptEnabled=false".into());
         prefs.insert(

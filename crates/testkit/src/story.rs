@@ -183,10 +183,14 @@ pub async fn until_marked(client: &Client, key: &str, label: &str) {
     .await;
 }
 
-/// What the results page shows for option `key`: its count and its bar's width class.
+/// What the results page shows for option `key`: its count (thousands separators dropped)
+/// and its bar's width class.
 pub async fn row(client: &Client, key: &str) -> Option<(u64, String)> {
     let count = text(client, &format!("li[data-key=\"{key}\"] .count"))
         .await?
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
         .parse()
         .ok()?;
     let class = attr(client, &format!("li[data-key=\"{key}\"] .bar"), "class").await?;

@@ -6,6 +6,7 @@
 //! | POST       | `/`               | form `vote=<key>`: queue it, `303` back to the page |
 //! | POST       | `/api/vote`       | JSON `{"vote":"<key>"}`: queue it, `202` with voter and ballot ids |
 //! | GET, HEAD  | `/static/style.css` | the stylesheet |
+//! | GET, HEAD  | `/static/favicon.svg` | the icon |
 //! | GET        | `/healthz`        | `200` while the process serves |
 //! | GET        | `/readyz`         | `200` when Redis answers, else `503` naming why |
 //! | GET        | `/metrics`        | Prometheus text |
@@ -44,8 +45,10 @@ const COOKIE_MAX_AGE: u32 = 365 * 24 * 3600;
 /// Everything the handlers share.
 pub struct State {
     options: Options,
+    question: String,
     queue: Queue,
-    hostname: String,
+    /// The replica to name in the page's footer, if any ([`common::replica_name`]).
+    replica: Option<String>,
     limits: Limits,
     secure_cookie: bool,
     /// Believe `X-Forwarded-Proto` (`http.trust_proxy`).
@@ -76,8 +79,9 @@ impl State {
     pub fn new(config: &Config) -> anyhow::Result<State> {
         Ok(State {
             options: config.options(),
+            question: config.question(),
             queue: Queue::new(config)?,
-            hostname: common::host_name(),
+            replica: common::replica_name(),
             limits: Limits::from(&config.http),
             secure_cookie: config.vote.secure_cookie,
             trust_proxy: config.http.trust_proxy,
@@ -114,6 +118,23 @@ impl State {
             tracing::info!(failures, "votes are queued again");
         }
     }
+
+    /// The same, for a process that is the only one serving the page (the all-in-one
+    /// `voting`): no replica to name.
+    #[must_use]
+    pub fn single_process(mut self) -> State {
+        self.replica = None;
+        self
+    }
+
+    fn page(&self, chosen: Option<&str>) -> VotePage<'_> {
+        VotePage::new(
+            &self.question,
+            &self.options,
+            chosen,
+            self.replica.as_deref(),
+        )
+    }
 }
 
 /// Routes one request.
@@ -132,20 +153,29 @@ async fn route(state: &State, req: Request<Incoming>) -> Resp {
         ("/api/vote", Method::POST) => api_vote(state, req).await,
         ("/api/vote", _) => web::method_not_allowed("POST"),
         ("/static/style.css", Method::GET | Method::HEAD) => {
-            let mut resp = web::respond(StatusCode::OK, "text/css; charset=utf-8", STYLE_CSS);
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            );
-            resp
+            asset("text/css; charset=utf-8", STYLE_CSS)
+        }
+        ("/static/favicon.svg", Method::GET | Method::HEAD) => {
+            asset("image/svg+xml", common::FAVICON_SVG)
         }
         ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
         ("/readyz", Method::GET | Method::HEAD) => readyz(state).await,
         ("/metrics", Method::GET) => web::metrics(metrics(state)),
-        ("/static/style.css" | "/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
+        ("/static/style.css" | "/static/favicon.svg" | "/healthz" | "/readyz", _) => {
+            web::method_not_allowed("GET, HEAD")
+        }
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
     }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Resp {
+    let mut resp = web::respond(StatusCode::OK, content_type, body);
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
 }
 
 /// Why a vote was refused; each maps to one status.
@@ -189,6 +219,20 @@ impl Refusal {
             Refusal::CrossSite => StatusCode::FORBIDDEN,
             Refusal::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// What the voting page tells a voter: a sentence for people, where the JSON answer
+    /// names the technical reason.
+    fn for_voters(&self) -> String {
+        let why = match self {
+            Refusal::Queue(e) => return queue_message(e),
+            Refusal::Input(_) | Refusal::UnknownOption(_) => "that choice is not on this poll",
+            Refusal::Body(_) | Refusal::MediaType(_) => {
+                "your browser's request did not arrive whole"
+            }
+            Refusal::CrossSite => "it was sent from another site",
+        };
+        format!("We could not record your vote: {why}. Please vote again with the buttons above.")
     }
 
     /// `not-recorded` or `unconfirmed`; see [`OUTCOME_HEADER`].
@@ -277,10 +321,7 @@ fn voter_of(req: &Request<Incoming>) -> Option<VoterId> {
 fn page(state: &State, req: &Request<Incoming>) -> Resp {
     state.metrics.pages.inc();
     let chosen = input::cookie(req.headers(), CHOICE_COOKIE);
-    let mut resp = render(
-        VotePage::new(&state.options, chosen, &state.hostname),
-        StatusCode::OK,
-    );
+    let mut resp = render(state.page(chosen), StatusCode::OK);
     if voter_of(req).is_none() && resp.status() == StatusCode::OK {
         let secure = secure_cookies(state, req);
         set_cookie(&mut resp, VOTER_COOKIE, VoterId::random().as_str(), secure);
@@ -321,8 +362,8 @@ async fn form_vote(state: &State, req: Request<Incoming>) -> Resp {
         }
         Err(refusal) => {
             refusal.count(state);
-            let mut page = VotePage::new(&state.options, choice.as_deref(), &state.hostname);
-            page.error = Some(refusal.to_string());
+            let mut page = state.page(choice.as_deref());
+            page.error = Some(refusal.for_voters());
             let mut resp = render(page, refusal.status());
             refusal.decorate(&mut resp, &voter, secure);
             resp

@@ -52,7 +52,7 @@ impl App {
     /// Builds vote, result (its feed starts) and the worker from one configuration; nothing
     /// waits for Redis or PostgreSQL. `children` are the supervised servers, for `/metrics`.
     pub fn start(config: &Config, children: Vec<ChildInfo>) -> anyhow::Result<App> {
-        let vote = Arc::new(vote::routes::State::new(config)?);
+        let vote = Arc::new(vote::routes::State::new(config)?.single_process());
         let result = result::Service::start(config)?;
         let worker = worker::Worker::new(config)?;
         tracing::info!(consumer = worker.consumer(), "worker starting");

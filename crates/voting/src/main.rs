@@ -1,6 +1,6 @@
 //! The `voting` binary: the whole app on one port, starting and supervising its own private
 //! Redis and PostgreSQL for the URLs not named, until SIGTERM or ctrl-c; or one of its tools
-//! (`voting psql`, `voting redis-cli`).
+//! (`voting psql`, `voting redis-cli`, `voting reset`).
 
 use std::process::ExitCode;
 

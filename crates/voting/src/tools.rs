@@ -4,13 +4,17 @@
 //! URL the user named, that URL, its password handed over in the environment (`PGPASSWORD`,
 //! `REDISCLI_AUTH`) rather than on the command line. The arguments after the subcommand are
 //! passed on, e.g. `voting psql -c 'SELECT * FROM tallies'`.
+//!
+//! `voting reset [--yes]` starts a new poll ([`worker::reset`]) on the same servers: its own
+//! sockets, or the URLs named. Never the defaults' TCP ports, where a stranger's servers may be.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use common::config::Config;
+use common::config::{Config, PostgresUrl, RedisUrl, Service};
+use common::secret::SecretUrl;
 use common::service::Tool;
 use common::system;
 
@@ -29,7 +33,35 @@ pub const TOOLS: &[Tool] = &[
         about: "Open redis-cli on the Redis voting uses (its own, or redis.url)",
         run: redis_cli,
     },
+    Tool {
+        name: "reset",
+        about: "Start a new poll: say what will be deleted, ask, then delete every vote",
+        run: reset,
+    },
 ];
+
+fn reset(config: &Config, args: Vec<String>) -> ExitCode {
+    worker::reset::with_servers(Service::Voting, Some(config), args, servers)
+}
+
+/// `config` with the URLs of the servers `voting` uses: for each one it starts (supervision
+/// on, URL not named), its Unix socket in the data directory.
+pub fn servers(mut config: Config) -> Result<Config, String> {
+    if let Some(dir) = own_data_dir(&config, config.named.redis_url)? {
+        let url = RedisPlan::new(&dir, PathBuf::new()).url();
+        config.redis.url = RedisUrl(SecretUrl::new(url));
+    }
+    if let Some(dir) = own_data_dir(&config, config.named.postgres_url)? {
+        let own = PostgresPlan {
+            cluster: PostgresPlan::cluster_in(&dir),
+            initdb: PathBuf::new(),
+            postgres: PathBuf::new(),
+            run_as: None,
+        };
+        config.postgres.url = PostgresUrl(SecretUrl::new(own.url()));
+    }
+    Ok(config)
+}
 
 /// What to run: the program, its arguments, and variables for its environment.
 #[derive(Debug, PartialEq, Eq)]
@@ -164,8 +196,6 @@ fn fail(message: &str) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::config::{PostgresUrl, RedisUrl, Service};
-    use common::secret::SecretUrl;
 
     fn config(data_dir: &str) -> Config {
         let mut config = Config::defaults(Service::Voting);
@@ -185,6 +215,33 @@ mod tests {
         assert_eq!(
             daemons::shell_line("redis-cli", &redis.args),
             "redis-cli -s /srv/v/redis/redis.sock"
+        );
+    }
+
+    #[test]
+    fn a_reset_reaches_the_own_servers_and_the_named_ones_as_named() {
+        let own = servers(config("/srv/v")).unwrap();
+        assert_eq!(
+            own.redis.url.0.expose(),
+            "redis+unix:///srv/v/redis/redis.sock"
+        );
+        assert!(
+            own.postgres.url.0.expose().contains("host=/srv/v/postgres"),
+            "{}",
+            own.postgres.url
+        );
+        let mut c = config("/srv/v");
+        c.named.redis_url = true;
+        c.redis.url = RedisUrl(SecretUrl::new("redis://cache:6380"));
+        let mixed = servers(c).unwrap();
+        assert_eq!(mixed.redis.url.0.expose(), "redis://cache:6380");
+        assert!(
+            mixed
+                .postgres
+                .url
+                .0
+                .expose()
+                .contains("host=/srv/v/postgres")
         );
     }
 

@@ -8,10 +8,13 @@
 //! - [`ballot`]: parsing entries into ballots or dead-letter reasons; newest-per-voter.
 //! - [`store`]: the batched, version-guarded upsert in one transaction.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`reset`]: `worker reset` and `voting reset`, a new poll: what it deletes, the
+//!   confirmation, the deletion.
 #![forbid(unsafe_code)]
 
 pub mod ballot;
 pub mod health;
+pub mod reset;
 pub mod store;
 pub mod stream;
 pub mod worker;

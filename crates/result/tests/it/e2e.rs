@@ -34,19 +34,24 @@ fn behind_nginx(figment: Figment) -> Figment {
 }
 
 /// The whole app on one origin: Nginx in front of vote, result and the worker.
-struct Stack {
-    infra: Infra,
+pub struct Stack {
+    pub infra: Infra,
     /// Behind a lock, so that the story can hold the futures that stop and restart it at once.
-    result: Mutex<App>,
+    pub result: Mutex<App>,
     result_config: Config,
     nginx: Nginx,
 }
 
 impl Stack {
-    async fn start() -> Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(|f| f).await
+    }
+
+    /// The same, with `tweak` merged into the configuration of vote and result.
+    pub async fn start_with(tweak: fn(Figment) -> Figment) -> Stack {
         let infra = Infra::with_redis().await;
-        let vote = spawn_vote(&infra, behind_nginx).await;
-        let result_config = infra.config(Service::Result, behind_nginx);
+        let vote = spawn_vote(&infra, |f| tweak(behind_nginx(f))).await;
+        let result_config = infra.config(Service::Result, |f| tweak(behind_nginx(f)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let result = spawn_result_on(result_config.clone(), listener);
         let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,7 +72,7 @@ impl Stack {
     }
 
     /// The app's base URL, through Nginx: `http://127.0.0.1:<port>`.
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         self.nginx.url("")
     }
 
@@ -88,7 +93,7 @@ impl Stack {
 }
 
 /// Where the test `test` leaves its screenshots when it fails.
-fn shots(test: &str) -> Screenshots {
+pub fn shots(test: &str) -> Screenshots {
     Screenshots::new(env!("CARGO_TARGET_TMPDIR"), test)
 }
 
@@ -119,56 +124,73 @@ async fn the_results_page_says_reconnecting_and_recovers() {
     .await;
 }
 
-/// Refreshes `docs/screenshot-vote.png` and `docs/screenshot-result.png`: some votes, one of
-/// them from the browser, in a 1000x700 window; then `optipng` shrinks them when installed.
+/// Refreshes the screenshots of the README, `docs/screenshot-{vote,result}-<width>x<height>-{light,dark}.png`:
+/// 2,251 votes (2,252 in dark), the last from the browser, at 1920x1080 (a projector), 1280x800 (a laptop)
+/// and 390x844 (a phone), light and dark, motion reduced so that no bar is caught growing;
+/// the address shown is `public_url`'s, the app's default one. Then `optipng` shrinks them
+/// when installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run on demand: rewrites the screenshots under docs/"]
 async fn docs_screenshots() {
-    let stack = Stack::start().await;
-    for n in 0..12 {
-        let key = if n < 7 { "a" } else { "b" };
-        stack.infra.xadd(&voter(1000 + n), key).await;
+    let stack = Stack::start_with(|f| f.merge(("public_url", "http://127.0.0.1:8081/vote/"))).await;
+    for n in 0..2250 {
+        let key = if n < 1283 { "a" } else { "b" };
+        stack.infra.xadd(&voter(10_000 + n), key).await;
     }
     stack
         .result
         .lock()
         .await
-        .tally_where("the worker applied the votes", |t| t.total == 12)
+        .tally_where("the worker applied the votes", |t| t.total == 2250)
         .await;
-    let browser = story::browser(BrowserOptions {
-        window: (1000, 700),
-        ..BrowserOptions::default()
-    })
-    .await;
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
-
-    browser
-        .goto(&format!("{}/vote/", stack.base()))
-        .await
-        .unwrap();
-    click(&browser, "#option-a").await;
-    until_marked(&browser, "a", "Cats").await;
-    let vote_png = docs.join("screenshot-vote.png");
-    browser.screenshot(&vote_png).await.unwrap();
-
-    stack
-        .result
-        .lock()
-        .await
-        .tally_where("the browser's vote applied", |t| t.total == 13)
+    let mut written = Vec::new();
+    for (pass, dark) in [false, true].into_iter().enumerate() {
+        // Each browser is a new voter: one more vote for Cats per pass.
+        let total = 2251 + pass as u64;
+        let cats = 1284 + pass as u64;
+        let scheme = if dark { "dark" } else { "light" };
+        let browser = story::browser(BrowserOptions {
+            dark,
+            reduced_motion: true,
+            ..BrowserOptions::default()
+        })
         .await;
-    browser
-        .goto(&format!("{}/result/", stack.base()))
-        .await
-        .unwrap();
-    eventually("the results page shows 13 votes, live", || async {
-        (live(&browser).await && row(&browser, "a").await? == (8, "w-62".into())).then_some(())
-    })
-    .await;
-    let result_png = docs.join("screenshot-result.png");
-    browser.screenshot(&result_png).await.unwrap();
+        browser
+            .goto(&format!("{}/vote/", stack.base()))
+            .await
+            .unwrap();
+        click(&browser, "#option-a").await;
+        until_marked(&browser, "a", "Cats").await;
+        stack
+            .result
+            .lock()
+            .await
+            .tally_where("the browser's vote applied", |t| t.total == total)
+            .await;
+        for (width, height) in [(1920, 1080), (1280, 800), (390, 844)] {
+            browser.size_viewport((width, height)).await.unwrap();
+            for page in ["vote", "result"] {
+                browser
+                    .goto(&format!("{}/{page}/", stack.base()))
+                    .await
+                    .unwrap();
+                if page == "result" {
+                    eventually("the results page shows every vote, live", || async {
+                        (live(&browser).await && row(&browser, "a").await? == (cats, "w-57".into()))
+                            .then_some(())
+                    })
+                    .await;
+                }
+                let png = docs.join(format!("screenshot-{page}-{width}x{height}-{scheme}.png"));
+                browser.screenshot(&png).await.unwrap();
+                written.push(png);
+            }
+        }
+        browser.quit().await.unwrap();
+    }
 
-    for png in [&vote_png, &result_png] {
+    for png in &written {
         match testkit::find_binary("optipng") {
             Ok(optipng) => {
                 let status = std::process::Command::new(optipng)

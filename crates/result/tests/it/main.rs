@@ -13,6 +13,8 @@
 //!   a huge announced length.
 //! - [`ops`]: health, readiness, metrics, starting without PostgreSQL, shutdown.
 //! - [`e2e`]: the whole app in headless Chromium, through Nginx with the project's routes.
+//! - [`present`]: the page on a projector and a phone, in Chromium: the QR code of a 1920x1080
+//!   screenshot opens the voting page; 2 to 10 options fit one screen; live numbers grouped.
 
 mod bad_input;
 mod binary;
@@ -23,4 +25,5 @@ mod live;
 mod ops;
 mod outage;
 mod page;
+mod present;
 mod scale;

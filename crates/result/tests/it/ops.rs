@@ -63,7 +63,7 @@ async fn starts_and_serves_while_postgres_is_unreachable() {
     assert!(page.body.contains("No votes yet"));
     assert!(
         page.body
-            .contains("role=\"status\">These results may be stale")
+            .contains("data-state=\"stale\">These results may be stale")
     );
     let tally = app.tally().await;
     assert!(tally.stale);

@@ -28,7 +28,7 @@ async fn postgres_restart_under_an_open_socket() {
     assert!(page.body.contains("1 vote<"), "{}", page.body);
     assert!(
         page.body
-            .contains("role=\"status\">These results may be stale")
+            .contains("data-state=\"stale\">These results may be stale")
     );
     assert!(app.tally().await.stale);
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);

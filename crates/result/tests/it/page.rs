@@ -1,7 +1,7 @@
 //! The page is right without JavaScript: the server renders every count, percentage and the
 //! total in the original app's words; labels come from the configuration.
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
 use crate::helpers::{Infra, spawn_result, voter};
 
@@ -16,14 +16,15 @@ async fn no_votes_yet_then_1_vote_then_2_votes() {
     assert!(page.header("content-type").starts_with("text/html"));
     assert!(page.body.contains("No votes yet"), "{}", page.body);
     assert_eq!(
-        page.body.matches("class=\"bar w-0\"").count(),
+        page.body.matches("class=\"bar w-0 none\"").count(),
         2,
-        "level bars"
+        "empty bars"
     );
     assert!(page.body.contains("Cats") && page.body.contains("Dogs"));
     assert!(
-        page.body.contains(" hidden>These results may be stale"),
-        "not stale"
+        !page.body.contains("These results may be stale"),
+        "not stale: {}",
+        page.body
     );
 
     infra.cast(&voter(1), "a").await;
@@ -70,7 +71,10 @@ async fn labels_come_from_the_configuration() {
         .await;
     let page = app.get("/").await.body;
     assert!(!page.contains("Cats") && !page.contains("Dogs"), "{page}");
-    assert!(page.contains("Tabs vs Spaces vs Both"));
+    assert!(
+        page.contains("<title>Results: Tabs vs Spaces vs Both &"),
+        "without a question, the labels make it: {page}"
+    );
     assert!(!page.contains("<b>&"), "labels are escaped: {page}");
     assert_eq!(page.matches("<li class=\"option").count(), 3);
     assert!(page.contains("1 vote<"), "{page}");
@@ -91,7 +95,23 @@ async fn assets_are_separate_files_at_relative_urls() {
     );
     assert!(!page.body.contains("style="), "no inline style");
     assert!(!page.body.contains("<script>"), "no inline script");
-    assert!(!page.body.contains("http://") && !page.body.contains("https://"));
+    // One absolute URL only: the voting page's, for the room (link and QR code).
+    let host = app.addr.to_string();
+    let vote_url = format!("http://{host}/vote/");
+    assert_eq!(page.body.matches("http://").count(), 2, "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("<a href=\"{vote_url}\">{host}/vote</a>")),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(&format!("aria-label=\"QR code of {vote_url}\"")),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("https://"));
     assert!(
         page.header("content-security-policy")
             .contains("script-src 'self'")
@@ -102,6 +122,10 @@ async fn assets_are_separate_files_at_relative_urls() {
     assert_eq!(css.status, StatusCode::OK);
     assert!(css.header("content-type").starts_with("text/css"));
     assert!(css.body.contains(".w-37 { width: 37%; }"));
+    let icon = app.get("/static/favicon.svg").await;
+    assert_eq!(icon.status, StatusCode::OK);
+    assert_eq!(icon.header("content-type"), "image/svg+xml");
+    assert!(icon.body.starts_with("<svg"), "{}", icon.body);
     let js = app.get("/static/result.js").await;
     assert_eq!(js.status, StatusCode::OK);
     assert!(js.header("content-type").starts_with("text/javascript"));
@@ -109,5 +133,97 @@ async fn assets_are_separate_files_at_relative_urls() {
     assert_eq!(
         app.get("/static/other.js").await.status,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_question_heads_the_page_escaped() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f.merge(("question", "Tabs <or> spaces & why?"))).await;
+    let page = app.get("/").await.body;
+    assert!(!page.contains("<or>"), "{page}");
+    let title = page
+        .split("<title>Results: ")
+        .nth(1)
+        .and_then(|rest| rest.split("</title>").next())
+        .unwrap_or_else(|| panic!("a title: {page}"));
+    assert!(
+        title.starts_with("Tabs &") && title.ends_with(" why?"),
+        "{title}"
+    );
+    assert!(
+        page.contains(&format!("<h1 id=\"question\">{title}</h1>")),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_voting_address_follows_public_url_and_hides_on_request() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| {
+        f.merge(("public_url", "https://poll.example.org/vote/"))
+    })
+    .await;
+    let page = app.get("/").await.body;
+    assert!(
+        page.contains("<a href=\"https://poll.example.org/vote/\">poll.example.org/vote</a>"),
+        "{page}"
+    );
+    assert!(page.contains("<svg class=\"qr\""), "{page}");
+
+    for query in ["/?qr=0", "/?lang=en&qr=off"] {
+        let hidden = app.get(query).await.body;
+        assert!(
+            !hidden.contains("<svg") && !hidden.contains("poll.example.org"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("<a href=\"../vote/\">Vote</a>"), "{hidden}");
+    }
+
+    let off = spawn_result(&infra, |f| f.merge(("result.show_qr", false))).await;
+    let page = off.get("/").await.body;
+    assert!(
+        !page.contains("<svg") && page.contains("href=\"../vote/\""),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn counts_are_grouped_in_the_browsers_language() {
+    let infra = Infra::start().await;
+    let app = spawn_result(&infra, |f| f).await;
+    let client = infra.pg_client().await;
+    client
+        .batch_execute(
+            "INSERT INTO tallies (vote, count) VALUES ('a', 8551), ('b', 1200) \
+             ON CONFLICT (vote) DO UPDATE SET count = EXCLUDED.count; NOTIFY tallies",
+        )
+        .await
+        .unwrap();
+    app.tally_where("the counts", |t| t.total == 9751).await;
+    let english = app.get("/").await.body;
+    assert!(
+        english.contains(">8,551<") && english.contains("9,751 votes"),
+        "{english}"
+    );
+    assert!(
+        english.contains(">88%<") && english.contains(">12%<"),
+        "{english}"
+    );
+    let german = app
+        .send(
+            Method::GET,
+            "/",
+            &[("accept-language", "de-DE,de;q=0.9,en;q=0.5")],
+        )
+        .await
+        .body;
+    assert!(
+        german.contains(">8.551<") && german.contains("9.751 votes"),
+        "{german}"
+    );
+    assert!(
+        german.contains("data-group=\".\""),
+        "the script groups the same: {german}"
     );
 }

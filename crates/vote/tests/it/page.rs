@@ -38,7 +38,20 @@ async fn page_shows_default_options_host_and_hint() {
         assert!(tag.contains(&format!("value=\"{key}\"")), "{tag}");
         assert!(tag.contains("aria-pressed=\"false\""), "{tag}");
     }
-    assert!(html.contains(&common::host_name()), "host name: {html}");
+    // The replica is named only where there are replicas (a container, a pod).
+    match common::replica_name() {
+        Some(name) => assert!(html.contains(&format!(">{name}</span></footer>")), "{html}"),
+        None => assert!(!html.contains("Processed by"), "no replica to name: {html}"),
+    }
+    assert!(
+        html.contains("<h1 id=\"question\">Cats vs Dogs!</h1>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"../result/\">"),
+        "links to the results: {html}"
+    );
+    assert!(html.contains("<meta name=\"description\""), "{html}");
     assert!(html.contains("(Tip: you can change your vote)"), "{html}");
     assert!(!html.contains("Your vote:"), "nobody has voted yet: {html}");
     // Relative links only, so the page works behind a path-prefix proxy.
@@ -103,7 +116,6 @@ async fn page_takes_three_options_from_a_merged_list() {
     for label in ["Xylophone", "Yodel", "Zither"] {
         assert!(resp.body.contains(label), "{label}: {}", resp.body);
     }
-    assert!(resp.body.contains(&common::host_name()));
 
     // And the page's options are the ones a vote may name.
     let vote = app.post_form("vote=z", &[]).await;
@@ -111,6 +123,46 @@ async fn page_takes_three_options_from_a_merged_list() {
     let entries = app.stream_entries().await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].2, "z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_question_is_configured_and_escaped() {
+    let app = spawn_app_with(|f| f.merge(("question", "Tabs <or> \"spaces\" & why?"))).await;
+
+    let html = app.get("/", &[]).await.body;
+
+    assert!(
+        !html.contains("<or>") && !html.contains("\"spaces\""),
+        "{html}"
+    );
+    let escaped = [
+        "Tabs &#60;or&#62; &#34;spaces&#34; &#38; why?",
+        "Tabs &lt;or&gt; &quot;spaces&quot; &amp; why?",
+    ];
+    let shown = escaped
+        .iter()
+        .find(|e| html.contains(&format!("<title>{e}</title>")))
+        .unwrap_or_else(|| panic!("the escaped question as the title: {html}"));
+    assert!(
+        html.contains(&format!("<h1 id=\"question\">{shown}</h1>")),
+        "{html}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_icon_is_served() {
+    let app = spawn_app().await;
+
+    let resp = app.get("/static/favicon.svg", &[]).await;
+
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("content-type"), Some("image/svg+xml"));
+    assert!(resp.body.starts_with("<svg"), "{}", resp.body);
+    let html = app.get("/", &[]).await.body;
+    assert!(
+        html.contains("<link rel=\"icon\" href=\"static/favicon.svg\""),
+        "{html}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@
 //! - [`hostile`]: forged voter ids and option keys, through the app and straight into Redis,
 //!   never reach the queue or PostgreSQL as given.
 //! - [`helpers`]: the infrastructure, the app, the binary, a WebSocket client, polling.
+//! - [`reset`]: `voting reset` says what it deletes, deletes nothing unconfirmed, and open
+//!   results pages show the empty poll at once.
 //! - [`routes`]: Nginx's routes in one process: redirects, prefixes, 404, 405, health.
 //! - [`story`]: a vote travels from the form to the tally and to an open WebSocket.
 //! - [`supervised`]: the binary with its own Redis and PostgreSQL: restart after a crash,
@@ -15,6 +17,7 @@
 mod e2e;
 mod helpers;
 mod hostile;
+mod reset;
 mod routes;
 mod story;
 mod supervised;

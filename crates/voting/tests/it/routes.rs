@@ -33,6 +33,11 @@ async fn the_routes_of_nginx() {
         "{}",
         page.body
     );
+    // One process serves every page: no replica to name.
+    assert!(!page.body.contains("Processed by"), "{}", page.body);
+    for icon in ["/vote/static/favicon.svg", "/result/static/favicon.svg"] {
+        assert_eq!(app.get(icon).await.status, StatusCode::OK, "{icon}");
+    }
     let css = app.get("/vote/static/style.css").await;
     assert_eq!(css.status, StatusCode::OK);
     assert!(css.header("content-type").starts_with("text/css"));
@@ -40,6 +45,13 @@ async fn the_routes_of_nginx() {
     let results = app.get("/result/").await;
     assert_eq!(results.status, StatusCode::OK);
     assert!(results.body.contains("Cats"), "{}", results.body);
+    // The voting page's address, as this process is reached.
+    let vote_url = format!("http://{}/vote/", app.addr);
+    assert!(
+        results.body.contains(&format!("<a href=\"{vote_url}\">")),
+        "{}",
+        results.body
+    );
     assert_eq!(
         app.get("/result/static/result.js").await.status,
         StatusCode::OK

@@ -407,6 +407,25 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "stream");
+    // `voting reset` starts a new poll on the same servers, never on the foreign ones at the
+    // default ports; the open app sees the empty poll.
+    // README: voting reset
+    let out = voting_command()
+        .args(["reset", "--yes"])
+        .env("VOTING_VOTING__DATA_DIR", &data_dir)
+        .env("REDIS_PORT", foreign_redis.port().to_string())
+        .env("POSTGRES_PORT", foreign_pg.port().to_string())
+        .output()
+        .expect("voting reset runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tally_where(addr, "the poll emptied by the reset", |t| {
+        t.total == 0 && !t.stale
+    })
+    .await;
 
     binary.signal("TERM");
     let status = binary.exit().await;

@@ -1,7 +1,8 @@
 //! The `worker` binary as a user runs it: bad configuration exits with code 2 and one line
 //! naming the key and its source; passwords never reach the log; SIGTERM stops it cleanly;
 //! `worker healthcheck` probes a running worker (as a container's health check does); it runs
-//! as an unprivileged user, and its passwords never reach its output or its metrics.
+//! as an unprivileged user, and its passwords never reach its output or its metrics; `worker
+//! reset --yes` starts a new poll.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -338,4 +339,52 @@ async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
 #[test]
 fn answers_help_and_version() {
     testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_worker").as_ref(), "worker");
+}
+
+/// `worker reset --yes` (what `docker compose exec worker worker reset --yes` runs) deletes
+/// the votes, the tallies and the queued ballots, says how many, and the worker's consumer
+/// group survives: the next ballot is applied as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_starts_a_new_poll_and_the_queue_keeps_working() {
+    use crate::helpers::{Infra, drain, voter};
+    let infra = Infra::start().await;
+    let mut w = infra.worker("c1");
+    for (n, key) in [(1, "a"), (2, "a"), (3, "b")] {
+        infra.xadd(&voter(n), key).await;
+    }
+    drain(&mut w).await;
+    infra.xadd(&voter(4), "b").await; // queued, not applied yet
+    assert_eq!(infra.votes().await.len(), 3);
+
+    let out = tokio::task::spawn_blocking({
+        let (redis, pg) = (infra.redis.url(), infra.db_url.clone());
+        move || {
+            worker()
+                .args(["reset", "--yes"])
+                .env("VOTING_REDIS__URL", redis)
+                .env("VOTING_POSTGRES__URL", pg)
+                .output()
+                .expect("the worker binary runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 votes (Cats 2, Dogs 1)"), "{stdout}");
+    assert!(stdout.contains("1 ballot waiting in Redis"), "{stdout}");
+    assert!(stdout.contains("worker reset: done"), "{stdout}");
+    assert!(infra.votes().await.is_empty());
+    assert!(infra.tallies_checked().await.values().all(|&c| c == 0));
+    assert_eq!(infra.xlen("ballots").await, 0);
+
+    infra.xadd(&voter(5), "a").await;
+    drain(&mut w).await;
+    let votes = infra.votes().await;
+    assert_eq!(votes.len(), 1, "{votes:?}");
+    assert_eq!(votes.get(&voter(5)).map(String::as_str), Some("a"));
 }
