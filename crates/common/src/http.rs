@@ -379,6 +379,16 @@ pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<B
     resp
 }
 
+/// A static asset of the binary (style sheet, script, icon), cacheable for an hour.
+pub fn asset(content_type: &'static str, body: &'static str) -> Resp {
+    let mut resp = respond(StatusCode::OK, content_type, body);
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
+}
+
 /// A plain-text answer, one line.
 pub fn text(status: StatusCode, message: impl Into<String>) -> Resp {
     let mut body = message.into();

@@ -94,13 +94,13 @@ fn route(state: &State, req: Request<Incoming>) -> Resp {
         }
         ("/api/tally", Method::GET | Method::HEAD) => tally(state),
         ("/static/result.css", Method::GET | Method::HEAD) => {
-            asset("text/css; charset=utf-8", STYLE_CSS)
+            web::asset("text/css; charset=utf-8", STYLE_CSS)
         }
         ("/static/result.js", Method::GET | Method::HEAD) => {
-            asset("text/javascript; charset=utf-8", SCRIPT_JS)
+            web::asset("text/javascript; charset=utf-8", SCRIPT_JS)
         }
         ("/static/favicon.svg", Method::GET | Method::HEAD) => {
-            asset("image/svg+xml", common::FAVICON_SVG)
+            web::asset("image/svg+xml", common::FAVICON_SVG)
         }
         ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
         ("/readyz", Method::GET | Method::HEAD) => readyz(state),
@@ -170,15 +170,6 @@ fn tally(state: &State) -> Resp {
     state.api.inc();
     let json = Bytes::from(state.snapshot().json().clone());
     no_store(web::respond(StatusCode::OK, "application/json", json))
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Resp {
-    let mut resp = web::respond(StatusCode::OK, content_type, body);
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    resp
 }
 
 fn readyz(state: &State) -> Resp {

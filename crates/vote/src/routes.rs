@@ -153,10 +153,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Resp {
         ("/api/vote", Method::POST) => api_vote(state, req).await,
         ("/api/vote", _) => web::method_not_allowed("POST"),
         ("/static/style.css", Method::GET | Method::HEAD) => {
-            asset("text/css; charset=utf-8", STYLE_CSS)
+            web::asset("text/css; charset=utf-8", STYLE_CSS)
         }
         ("/static/favicon.svg", Method::GET | Method::HEAD) => {
-            asset("image/svg+xml", common::FAVICON_SVG)
+            web::asset("image/svg+xml", common::FAVICON_SVG)
         }
         ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
         ("/readyz", Method::GET | Method::HEAD) => readyz(state).await,
@@ -167,15 +167,6 @@ async fn route(state: &State, req: Request<Incoming>) -> Resp {
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
     }
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Resp {
-    let mut resp = web::respond(StatusCode::OK, content_type, body);
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    resp
 }
 
 /// Why a vote was refused; each maps to one status.
