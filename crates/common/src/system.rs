@@ -163,8 +163,23 @@ mod tests {
     }
 
     #[test]
-    fn root_can_traverse_everything_it_owns() {
-        assert_eq!(untraversable_ancestor(Path::new("/tmp/x/y"), 0, 0), None);
+    fn a_private_directory_stops_everyone_but_its_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private");
+        let inside = private.join("data");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let owner = std::fs::metadata(&private).unwrap();
+        assert_eq!(
+            untraversable_ancestor(&inside, owner.uid(), owner.gid()),
+            None,
+            "the owner enters"
+        );
+        // Someone else (nobody's ids, distinct from the owner's here).
+        let (uid, gid) = (owner.uid() + 1, owner.gid() + 1);
+        assert_eq!(untraversable_ancestor(&inside, uid, gid), Some(private));
     }
 
     #[test]

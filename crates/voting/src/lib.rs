@@ -11,7 +11,8 @@
 //!   lines, readiness probes, stop signals.
 //! - [`supervise`]: the small init system: start and wait until ready, restart with capped
 //!   backoff, stop with a deadline and then SIGKILL, never leaving a child behind.
-//! - [`system`]: users, permissions, programs on `PATH`, signals (with the `kill` program).
+//! - `common::system`: users, permissions, programs on `PATH`, signals (with the `kill`
+//!   program), shared with testkit.
 //! - [`tools`]: `voting psql` and `voting redis-cli`, which open a shell on the servers it uses.
 //!
 //! # Entry points
