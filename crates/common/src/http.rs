@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -152,12 +151,6 @@ impl AsyncWrite for WriteDeadline {
     }
 }
 
-/// What a handler learns about the connection a request came on.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
-}
-
 /// Serves `handler` on `listener` until `shutdown` completes, then drains.
 ///
 /// Connections past `max_connections` wait in the listen backlog. Connections are served with
@@ -173,7 +166,7 @@ pub async fn serve<H, F>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
 where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -226,14 +219,13 @@ where
             // Boxed, so that the task of a connection that has sent nothing holds only the
             // small future above, not room for hyper's connection state.
             Box::pin(async move {
-                let peer = Peer { addr };
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let refused = refuse_what_nginx_refuses(&req);
                     let handler = handler.clone();
                     async move {
                         Ok::<_, Infallible>(match refused {
                             Some(resp) => resp,
-                            None => handler(req, peer).await,
+                            None => handler(req).await,
                         })
                     }
                 });

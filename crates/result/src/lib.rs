@@ -46,7 +46,7 @@ pub async fn run(
     let served = common::http::serve(
         listener,
         limits,
-        move |req, _peer| routes::handle(state.clone(), req),
+        move |req| routes::handle(state.clone(), req),
         shutdown,
     )
     .await;

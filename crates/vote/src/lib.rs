@@ -30,7 +30,7 @@ pub async fn run(
     common::http::serve(
         listener,
         limits,
-        move |req, _peer| routes::handle(state.clone(), req),
+        move |req| routes::handle(state.clone(), req),
         shutdown,
     )
     .await

@@ -87,7 +87,7 @@ impl App {
         let served = common::http::serve(
             listener,
             self.limits,
-            move |req, _peer| handle(routes.clone(), req),
+            move |req| handle(routes.clone(), req),
             async move {
                 shutdown.await;
                 // The worker stops between batches while the requests drain.

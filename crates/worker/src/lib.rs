@@ -49,7 +49,7 @@ pub async fn run(
     let http = tokio::spawn(common::http::serve(
         listener,
         limits,
-        move |req, _peer| health::handle(shared.clone(), req),
+        move |req| health::handle(shared.clone(), req),
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
