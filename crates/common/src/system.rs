@@ -94,6 +94,18 @@ pub fn postgres_bin_dirs() -> Vec<PathBuf> {
     versions.into_iter().map(|(_, dir)| dir).collect()
 }
 
+/// Opens `path` for appending (creating it) and returns it twice, for a child's stdout and
+/// stderr.
+pub fn log_stdio(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    let clone = file.try_clone()?;
+    Ok((Stdio::from(file), Stdio::from(clone)))
+}
+
 /// The last `max_bytes` of the log at `path`, introduced by its name, for error messages.
 pub fn log_tail(path: &Path, max_bytes: u64) -> String {
     let read = || -> std::io::Result<String> {

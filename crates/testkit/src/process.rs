@@ -1,6 +1,6 @@
 //! Small helpers for child processes: log files, signals, waiting, users.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -70,17 +70,7 @@ pub(crate) fn temp_dir(name: &str) -> anyhow::Result<tempfile::TempDir> {
 /// How many bytes at the end of a log file an error message shows.
 const LOG_TAIL_BYTES: u64 = 4096;
 
-/// Opens `path` for appending (creating it) and returns it twice, for a
-/// child's stdout and stderr.
-pub(crate) fn log_stdio(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
-    let clone = file.try_clone()?;
-    Ok((Stdio::from(file), Stdio::from(clone)))
-}
+pub(crate) use common::system::log_stdio;
 
 /// The last few kilobytes of the log at `path`, for error messages.
 pub(crate) fn log_tail(path: &Path) -> String {

@@ -262,7 +262,7 @@ async fn initdb(plan: &PostgresPlan, cluster: &Path, log: &Path) -> anyhow::Resu
         .with_context(|| format!("cannot chmod 0700 {}", work.display()))?;
 
     tracing::info!(cluster = %cluster.display(), initdb = %plan.initdb.display(), "creating the PostgreSQL cluster (first start)");
-    let (stdout, stderr) = log_stdio(log)?;
+    let (stdout, stderr) = common::system::log_stdio(log)?;
     let mut command = tokio::process::Command::new(&plan.initdb);
     command
         .arg("-D")
@@ -294,17 +294,6 @@ async fn initdb(plan: &PostgresPlan, cluster: &Path, log: &Path) -> anyhow::Resu
         let _ = std::fs::remove_dir_all(&work);
     }
     done
-}
-
-/// Opens `path` for appending and returns it twice, for a child's stdout and stderr.
-pub fn log_stdio(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot open the log file {}", path.display()))?;
-    let clone = file.try_clone()?;
-    Ok((Stdio::from(file), Stdio::from(clone)))
 }
 
 impl Probe {

@@ -23,7 +23,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::daemons::log_stdio;
+use common::system::log_stdio;
 
 /// How long a daemon may take to become ready (PostgreSQL may be recovering after a crash).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
