@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use http::{HeaderValue, StatusCode};
@@ -20,7 +20,6 @@ use tokio::sync::{Notify, watch};
 use crate::args::Config;
 use crate::client::{Conn, Endpoint, Failure, Phase};
 use crate::plan::{Next, Outcome, Planner, Ticket, voter_id};
-use crate::verify::Moment;
 
 /// Live counts, read by the progress display.
 #[derive(Debug, Default)]
@@ -43,6 +42,22 @@ impl Counters {
 
 /// Highest latency the histogram holds, in microseconds; longer ones are recorded as this.
 const MAX_LATENCY_US: u64 = 2 * 3600 * 1_000_000;
+
+/// The moment of the last accepted answer, on both clocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    pub instant: Instant,
+    pub wall: SystemTime,
+}
+
+impl Moment {
+    pub fn now() -> Moment {
+        Moment {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
 
 /// Everything the slots share.
 pub struct Shared {

@@ -14,13 +14,14 @@
 //! `updated_at` (the original app's schema).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::args::Mix;
+use crate::load::Moment;
 use crate::plan::{Expect, Planner, voter_id};
 use crate::progress::Display;
 
@@ -78,22 +79,6 @@ pub struct Mismatch {
     pub expected: Option<String>,
     /// What `votes` holds (`None`: no row).
     pub stored: Option<String>,
-}
-
-/// The moment of the last accepted answer, on both clocks.
-#[derive(Debug, Clone, Copy)]
-pub struct Moment {
-    pub instant: Instant,
-    pub wall: SystemTime,
-}
-
-impl Moment {
-    pub fn now() -> Moment {
-        Moment {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
 }
 
 /// One voter's row, as a lookup saw it.
