@@ -1,4 +1,4 @@
-//! `<service> healthcheck [URL]`: one plain HTTP/1.1 `GET` over a std `TcpStream`, for the
+//! `<service> healthcheck [URL]`: one plain HTTP/1.1 `GET` with hyper's client, for the
 //! health checks of container images that have no shell and no curl (distroless).
 //!
 //! Without a URL it asks for [`DEFAULT_PATH`] (`/readyz`) on the service's own listener: the
@@ -8,10 +8,13 @@
 //! gets [`TIMEOUT`]. The exit code is 0 for a `200` and 1 for anything else, whatever went
 //! wrong: Docker reserves exit code 2 of a health check.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Empty};
 
 /// The path probed when no URL is given.
 pub const DEFAULT_PATH: &str = "/readyz";
@@ -46,10 +49,11 @@ pub struct Answer {
     pub detail: String,
 }
 
-/// Sends `GET url` (`http://` only) and reads the answer, all within `timeout`. The error says
-/// why no HTTP answer came (bad URL, refused, timed out, not HTTP).
+/// Sends `GET url` (`http://` only) with hyper's HTTP/1.1 client and reads the answer, all
+/// within `timeout`: a current-thread runtime of its own, since the subcommand runs before
+/// any other. Once the status line and headers are in, the body is read only until the
+/// deadline. The error says why no HTTP answer came (bad URL, refused, timed out, not HTTP).
 pub fn probe(url: &str, timeout: Duration) -> Result<Answer, String> {
-    let deadline = Instant::now() + timeout;
     let parsed = url::Url::parse(url).map_err(|e| format!("bad URL ({e})"))?;
     if parsed.scheme() != "http" {
         return Err(format!(
@@ -57,61 +61,89 @@ pub fn probe(url: &str, timeout: Duration) -> Result<Answer, String> {
             parsed.scheme()
         ));
     }
-    let host = parsed.host_str().ok_or("the URL has no host")?;
-    let port = parsed.port().unwrap_or(80);
-    // An IPv6 host is written in brackets; resolution wants it bare.
-    let name = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = (name, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    let mut stream = None;
-    let mut failure = format!("{host} resolves to no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, left(deadline, timeout)?) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the probe: {e}"))?;
+    runtime.block_on(get(&parsed, timeout))
+}
+
+async fn get(url: &url::Url, timeout: Duration) -> Result<Answer, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let port = url.port().unwrap_or(80);
+    let head = async {
+        // An IPv6 host is written in brackets; resolution wants it bare.
+        let name = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        let mut failure = format!("{host} resolves to no address");
+        let mut stream = None;
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => failure = format!("connecting to {addr}: {e}"),
             }
-            Err(e) => failure = format!("connecting to {addr}: {e}"),
+        }
+        let stream = stream.ok_or(failure)?;
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| answer_error(&e))?;
+        tokio::spawn(connection);
+        let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let request = Request::get(target)
+            .header(header::HOST, format!("{host}:{port}"))
+            .header(header::USER_AGENT, "healthcheck")
+            .header(header::ACCEPT, "*/*")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad request: {e}"))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| answer_error(&e))
+    };
+    let response = tokio::time::timeout_at(deadline, head)
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))??;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_ANSWER {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            // The end, a broken body or the deadline: the status is known, the rest a nicety.
+            _ => break,
         }
     }
-    let mut stream = stream.ok_or(failure)?;
-
-    let target = &parsed[url::Position::BeforePath..url::Position::AfterQuery];
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: healthcheck\r\n\
-         Accept: */*\r\nConnection: close\r\n\r\n"
+    let text = String::from_utf8_lossy(&bytes);
+    let detail = shorten(
+        text.lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default(),
     );
-    stream
-        .set_write_timeout(Some(left(deadline, timeout)?))
-        .and_then(|()| stream.write_all(request.as_bytes()))
-        .map_err(|e| format!("sending the request: {e}"))?;
+    Ok(Answer { status, detail })
+}
 
-    let mut answer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while answer.len() < MAX_ANSWER {
-        // Once the head is in, what is left of the body is a nicety: stop at the deadline.
-        let remaining = match left(deadline, timeout) {
-            Ok(remaining) => remaining,
-            Err(_) if has_head(&answer) => break,
-            Err(e) => return Err(e),
-        };
-        stream
-            .set_read_timeout(Some(remaining))
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) if has_head(&answer) => break,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(timed_out(timeout));
-            }
-            Err(e) => return Err(format!("reading the answer: {e}")),
-        }
+/// Why no HTTP answer came, in the probe's words.
+fn answer_error(e: &hyper::Error) -> String {
+    if e.is_incomplete_message() {
+        "the connection closed without an answer".to_string()
+    } else if e.is_parse() {
+        format!("not an HTTP answer ({e})")
+    } else {
+        format!("reading the answer: {e}")
     }
-    parse_answer(&answer)
 }
 
 /// Probes `url` as the `healthcheck` subcommand does: one line of output, exit code 0 when it
@@ -137,55 +169,6 @@ pub fn run(url: &str) -> ExitCode {
     }
 }
 
-/// What is left of the time allowed, or the timeout error once it is spent.
-fn left(deadline: Instant, timeout: Duration) -> Result<Duration, String> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        Err(timed_out(timeout))
-    } else {
-        Ok(remaining)
-    }
-}
-
-fn timed_out(timeout: Duration) -> String {
-    format!("no answer within {} ms", timeout.as_millis())
-}
-
-/// Whether the status line and the headers have arrived.
-fn has_head(answer: &[u8]) -> bool {
-    answer.windows(4).any(|w| w == b"\r\n\r\n")
-}
-
-/// The status code of `HTTP/1.x NNN reason`, and the first line of the body.
-fn parse_answer(answer: &[u8]) -> Result<Answer, String> {
-    let text = String::from_utf8_lossy(answer);
-    let status_line = text.lines().next().unwrap_or_default();
-    let mut words = status_line.split(' ');
-    let status = match (words.next(), words.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/1.") && code.len() == 3 => {
-            code.parse::<u16>().ok()
-        }
-        _ => None,
-    };
-    let Some(status) = status else {
-        return Err(if answer.is_empty() {
-            "the connection closed without an answer".to_string()
-        } else {
-            format!("not an HTTP answer: {:?}", shorten(status_line))
-        });
-    };
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    let detail = shorten(
-        body.lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default(),
-    );
-    Ok(Answer { status, detail })
-}
-
 fn shorten(line: &str) -> String {
     line.trim().chars().take(MAX_DETAIL).collect()
 }
@@ -201,29 +184,6 @@ mod tests {
         assert_eq!(url("[::]:8083"), "http://[::1]:8083/readyz");
         assert_eq!(url("127.0.0.1:8084"), "http://127.0.0.1:8084/readyz");
         assert_eq!(url("10.1.2.3:8081"), "http://10.1.2.3:8081/readyz");
-    }
-
-    #[test]
-    fn status_and_detail_are_read() {
-        let a = parse_answer(
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 20\r\n\r\nredis: unreachable\n",
-        )
-        .unwrap();
-        assert_eq!(a.status, 503);
-        assert_eq!(a.detail, "redis: unreachable");
-        let a = parse_answer(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
-        assert_eq!((a.status, a.detail.as_str()), (200, ""));
-    }
-
-    #[test]
-    fn anything_but_http_is_an_error() {
-        assert!(parse_answer(b"").unwrap_err().contains("closed"));
-        assert!(
-            parse_answer(b"SSH-2.0-OpenSSH\r\n")
-                .unwrap_err()
-                .contains("not an HTTP answer")
-        );
-        assert!(parse_answer(b"HTTP/1.1 2000 X\r\n\r\n").is_err());
     }
 
     #[test]
