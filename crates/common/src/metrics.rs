@@ -53,6 +53,22 @@ impl Exposition {
         self
     }
 
+    /// A gauge in a base unit that needs a fraction (seconds).
+    pub fn gauge_f64(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
+        self.header(name, help, "gauge");
+        let _ = writeln!(self.0, "{name} {value}");
+        self
+    }
+
+    /// A summary without quantiles: `name_sum` (in the base unit, e.g. seconds) and
+    /// `name_count`, so that `rate(name_sum) / rate(name_count)` is the mean.
+    pub fn summary(&mut self, name: &str, help: &str, sum: f64, count: u64) -> &mut Self {
+        self.header(name, help, "summary");
+        let _ = writeln!(self.0, "{name}_sum {sum}");
+        let _ = writeln!(self.0, "{name}_count {count}");
+        self
+    }
+
     /// A counter with one label, one sample per `(label value, count)`.
     pub fn labeled_counter(
         &mut self,
@@ -81,6 +97,16 @@ impl Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_has_its_sum_in_seconds_and_its_count() {
+        let mut e = Exposition::default();
+        e.summary("lag_seconds", "Lag.", 0.25, 4);
+        assert_eq!(
+            e.finish(),
+            "# HELP lag_seconds Lag.\n# TYPE lag_seconds summary\nlag_seconds_sum 0.25\nlag_seconds_count 4\n"
+        );
+    }
 
     #[test]
     fn renders_prometheus_text() {

@@ -172,6 +172,11 @@ fn tally(state: &State) -> Resp {
     no_store(web::respond(StatusCode::OK, "application/json", json))
 }
 
+/// Microseconds as seconds, Prometheus' base unit.
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
 fn readyz(state: &State) -> Resp {
     web::readiness(&problems(state))
 }
@@ -266,25 +271,21 @@ pub fn metrics(state: &State) -> String {
             ("connect", feed.refreshes_connect.get()),
         ],
     )
-    .counter(
-        "result_notify_lag_microseconds_sum",
-        "Sum of the delays from a notification's arrival to the publication of its snapshot.",
-        feed.lag_sum_us.get(),
-    )
-    .counter(
-        "result_notify_lag_count",
-        "Snapshots published because of a notification.",
+    .summary(
+        "result_notify_lag_seconds",
+        "Delays from a notification's arrival to the publication of its snapshot.",
+        seconds(feed.lag_sum_us.get()),
         feed.lag_count.get(),
     )
-    .gauge(
-        "result_notify_lag_microseconds_last",
+    .gauge_f64(
+        "result_notify_lag_last_seconds",
         "The last notification-to-publication delay.",
-        feed.lag_last_us.get(),
+        seconds(feed.lag_last_us.get()),
     )
-    .gauge(
-        "result_notify_lag_microseconds_max",
+    .gauge_f64(
+        "result_notify_lag_max_seconds",
         "The largest notification-to-publication delay.",
-        feed.lag_max_us.get(),
+        seconds(feed.lag_max_us.get()),
     )
     .counter(
         "result_feed_connects_total",

@@ -34,7 +34,10 @@ async fn health_readiness_and_metrics() {
         metric(&text, "result_notifications_received_total") >= 1,
         "{text}"
     );
-    assert!(metric(&text, "result_notify_lag_count") >= 1, "{text}");
+    assert!(
+        metric(&text, "result_notify_lag_seconds_count") >= 1,
+        "{text}"
+    );
     assert!(
         metric(&text, "result_refreshes_total{trigger=\"connect\"}") >= 1,
         "{text}"
