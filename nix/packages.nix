@@ -34,13 +34,16 @@ let
     ];
   };
 
-  # The tests also read the project's Nginx configuration (crates/testkit serves routes.conf).
+  # The tests also read the project's Nginx configuration (crates/testkit serves routes.conf),
+  # the configuration table (held to the code) and run scripts/native-run.
   testSrc = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
       cargoSources
       compiledIn
       (root + "/nginx")
+      (root + "/docs/configuration.md")
+      (root + "/scripts/native-run")
     ];
   };
 

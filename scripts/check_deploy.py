@@ -9,8 +9,9 @@
   input added without locking, a node without narHash, ...) and must refuse each;
 - consistency: docker-compose.yml, process-compose.yaml, the Nix images (nix/images.nix,
   evaluated with stand-ins for nixpkgs), the Dockerfile and the Nginx configurations agree
-  with each other and with the code (crates/common/src/config.rs, healthcheck.rs) on service
-  names, ports, environment variable names and health endpoints;
+  with each other and with the code (through docs/configuration.md, which a Rust test holds
+  to the code, and healthcheck.rs) on service names, ports, environment variable names and
+  health endpoints;
 - Kubernetes: every overlay of deploy/kubernetes/, rendered with the kubectl in KUBECTL, agrees
   with all of the above (names, ports, variables, probes, images) and its HTTPRoutes with
   nginx/routes.conf (redirects, services, paths, what is hidden, the WebSocket kept open),
@@ -50,7 +51,7 @@ SCHEMAS = {
 }
 
 # The services of the app and their ports, as the code has them (checked against
-# crates/common/src/config.rs below); nginx is the one origin in front.
+# docs/configuration.md below); nginx is the one origin in front.
 SERVICES = {"vote": 8082, "result": 8083, "worker": 8084}
 NGINX_PORT = 8081
 # What each service needs, by compose service name (process-compose calls the db `postgres`).
@@ -112,28 +113,30 @@ def nix_eval(expression: str):
 # What the code says
 
 
+def config_table() -> list[tuple[list[str], str]]:
+    """The rows of docs/configuration.md's table: the environment variables of each key, and
+    its default. The Rust test common::it::config_docs holds that table to the code (every
+    key, its variable, the default listen addresses), so nothing here reads Rust."""
+    rows = []
+    for line in (REPO / "docs/configuration.md").read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = line.split(" | ")
+        envs = [n for n in cells[1].split("`")[1::2] if re.fullmatch(r"[A-Z_]+", n)]
+        rows.append((envs, cells[2]))
+    return rows
+
+
 def config_env_names() -> set[str]:
-    """Every environment variable the services read: VOTING_<KEY> for each key of the Config
-    struct (`__` between levels), plus OPTION_A / OPTION_B."""
-    text = (REPO / "crates/common/src/config.rs").read_text()
-    structs = {}
-    for m in re.finditer(r"^pub struct (\w+) \{\n(.*?)^\}", text, re.S | re.M):
-        structs[m.group(1)] = re.findall(r"^\s*pub (\w+): ([\w<>:, ]+),$", m.group(2), re.M)
-    names: set[str] = set()
-
-    def walk(struct: str, path: list[str]) -> None:
-        for field, ty in structs[struct]:
-            if ty in structs:
-                walk(ty, path + [field])
-            else:
-                names.add("VOTING_" + "__".join(path + [field]).upper())
-
-    walk("Config", [])
+    """Every environment variable the services read (docs/configuration.md): VOTING_<KEY>
+    for each key (`__` between levels), plus OPTION_A / OPTION_B."""
+    names = {env for envs, _ in config_table() for env in envs}
     expected = {"VOTING_LISTEN", "VOTING_REDIS__URL", "VOTING_POSTGRES__URL",
-                "VOTING_POSTGRES__PASSWORD_FILE", "VOTING_OPTIONS", "VOTING_LOG__FORMAT"}
+                "VOTING_POSTGRES__PASSWORD_FILE", "VOTING_OPTIONS", "VOTING_LOG__FORMAT",
+                "OPTION_A", "OPTION_B"}
     if not expected <= names:
-        raise RuntimeError(f"could not read the keys of Config in config.rs (found {sorted(names)})")
-    return names | {"OPTION_A", "OPTION_B"}
+        raise RuntimeError(f"could not read the variables of docs/configuration.md (found {sorted(names)})")
+    return names
 
 
 def health_default_path() -> str:
@@ -145,10 +148,10 @@ def health_default_path() -> str:
 
 
 def check_code_ports() -> None:
-    text = (REPO / "crates/common/src/config.rs").read_text()
+    listen = next((default for envs, default in config_table() if envs == ["VOTING_LISTEN"]), "")
     for name, port in SERVICES.items():
-        if not re.search(rf"Service::{name.capitalize()} => {port},", text):
-            fail("crates/common/src/config.rs", f"default port of {name} is not {port}")
+        if f"{name} `127.0.0.1:{port}`" not in listen:
+            fail("docs/configuration.md", f"the default listen address of {name} is not 127.0.0.1:{port}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1709,7 +1712,7 @@ def check_kubernetes() -> None:
 
 
 def main() -> int:
-    run_check("the services' default ports (config.rs)", check_code_ports)
+    run_check("the services' default ports (docs/configuration.md)", check_code_ports)
     run_check("docker-compose.yml against the Compose schema (Draft 7)", check_compose_schema)
     run_check("process-compose.yaml against its schema (Draft 2020-12, no other field)",
               check_process_compose_schema)
