@@ -391,8 +391,7 @@ fn check_keys(entries: Vec<(&str, f64)>) -> Result<Vec<(OptionKey, f64)>, String
     }
     let mut checked: Vec<(OptionKey, f64)> = Vec::with_capacity(entries.len());
     for (key, weight) in entries {
-        let key = OptionKey::parse(key)
-            .ok_or_else(|| format!("{key:?} is not an option key (1 to 32 of a-z 0-9 _ -)"))?;
+        let key = OptionKey::try_from(key.to_string())?;
         if checked.iter().any(|(k, _)| *k == key) {
             return Err(format!("{key:?} is given twice"));
         }
