@@ -17,8 +17,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::options::{Options, VoteOption};
 use crate::secret::SecretUrl;
+use domain::options::{Options, VoteOption};
 
 /// Prefix of the environment variables read as configuration (`__` separates nesting).
 pub const ENV_PREFIX: &str = "VOTING_";
@@ -711,7 +711,7 @@ fn describe_metadata<K: AsRef<str>>(md: &figment::Metadata, path: &[K]) -> Strin
 #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
     use super::*;
-    use crate::options::OptionKey;
+    use domain::options::OptionKey;
     use figment::Jail;
 
     fn load(jail_file: Option<&str>) -> Result<Config, ConfigError> {

@@ -437,21 +437,6 @@ pub fn readiness(problems: &[String]) -> Resp {
     }
 }
 
-/// The scheme the browser used, as the proxy in front says in `X-Forwarded-Proto`: `http` or
-/// `https` (the first entry of a list is the client's), `None` when absent or anything else.
-/// Ask only when `http.trust_proxy` is on: any client can send this header.
-pub fn forwarded_proto(headers: &http::HeaderMap) -> Option<&'static str> {
-    let value = headers.get("x-forwarded-proto")?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    if first.eq_ignore_ascii_case("https") {
-        Some("https")
-    } else if first.eq_ignore_ascii_case("http") {
-        Some("http")
-    } else {
-        None
-    }
-}
-
 /// Headers every page and answer carries.
 pub fn harden(resp: &mut Resp) {
     let h = resp.headers_mut();
@@ -517,26 +502,5 @@ mod tests {
             request(V::HTTP_11, &split),
             Some(StatusCode::NOT_IMPLEMENTED)
         );
-    }
-
-    #[test]
-    fn forwarded_proto_takes_the_clients_scheme() {
-        let proto = |value: &str| {
-            let mut headers = http::HeaderMap::new();
-            headers.insert("x-forwarded-proto", HeaderValue::from_str(value).unwrap());
-            forwarded_proto(&headers)
-        };
-        assert_eq!(forwarded_proto(&http::HeaderMap::new()), None);
-        assert_eq!(proto("https"), Some("https"));
-        assert_eq!(proto("HTTPS"), Some("https"));
-        assert_eq!(proto("http"), Some("http"));
-        assert_eq!(
-            proto(" https , http"),
-            Some("https"),
-            "the first proxy's view"
-        );
-        assert_eq!(proto("http,https"), Some("http"));
-        assert_eq!(proto("wss"), None);
-        assert_eq!(proto(""), None);
     }
 }

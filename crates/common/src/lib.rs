@@ -1,14 +1,10 @@
-//! Shared parts of the voting services.
+//! Shared parts of the voting services. The domain types and rules (options, voter ids,
+//! stream entry ids, same-origin) are in the `domain` crate, which does no I/O.
 //!
 //! # Layout
 //! - [`config`]: the one configuration struct every binary reads (figment: defaults, TOML
 //!   file, `VOTING_…` environment, `OPTION_A`/`OPTION_B`), with errors that name the key.
-//! - [`options`], [`voter`]: the domain newtypes (`OptionKey`, `Options`, `VoterId`); their
-//!   `parse` functions are the only ways in.
 //! - [`secret`]: URLs whose password never prints.
-//! - [`origin`]: the same-origin rule (scheme, host and port, default ports filled in) of
-//!   vote's votes and result's WebSocket.
-//! - [`queue`]: the names and field layout of the Redis stream shared by vote and worker.
 //! - [`pools`]: bb8 pools for Redis and PostgreSQL.
 //! - [`schema`]: the embedded, idempotent SQL schema, applied under an advisory lock.
 //! - [`http`]: serving hyper connections with limits and graceful shutdown, plus small
@@ -34,16 +30,12 @@ pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod nofile;
-pub mod options;
-pub mod origin;
 pub mod pools;
-pub mod queue;
 pub mod schema;
 pub mod secret;
 pub mod service;
 pub mod system;
 pub mod telemetry;
-pub mod voter;
 
 /// The pages' icon, served at `static/favicon.svg` next to each page.
 pub const FAVICON_SVG: &str = include_str!("../static/favicon.svg");

@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
+use domain::options::{OptionKey, Options};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,10 +199,7 @@ where
             "say how much to send: --votes N, --duration D, or both",
         ));
     }
-    let mix = cli
-        .options
-        .or(cli.mix)
-        .unwrap_or_else(|| Mix::even(&["a", "b"]));
+    let mix = cli.options.or(cli.mix).unwrap_or_default();
     let target = Target::parse(&cli.url, cli.form).map_err(|e| {
         refuse(
             clap::error::ErrorKind::ValueValidation,
@@ -326,14 +324,21 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 /// The options to vote for and their weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mix {
-    entries: Vec<(String, f64)>,
+    entries: Vec<(OptionKey, f64)>,
+}
+
+/// The app's default poll (`a` and `b`), evenly.
+impl Default for Mix {
+    fn default() -> Mix {
+        Mix::even(Options::defaults().into_iter().map(|o| o.key))
+    }
 }
 
 impl Mix {
     /// Equal weights.
-    pub fn even(keys: &[&str]) -> Mix {
+    pub fn even(keys: impl IntoIterator<Item = OptionKey>) -> Mix {
         Mix {
-            entries: keys.iter().map(|k| (k.to_string(), 1.0)).collect(),
+            entries: keys.into_iter().map(|k| (k, 1.0)).collect(),
         }
     }
 
@@ -342,7 +347,7 @@ impl Mix {
     }
 
     pub fn key(&self, index: usize) -> &str {
-        &self.entries[index].0
+        self.entries[index].0.as_str()
     }
 
     pub fn len(&self) -> usize {
@@ -378,38 +383,26 @@ impl Mix {
     }
 }
 
-/// Option keys as the vote service accepts them: `^[a-z0-9_-]{1,32}$`.
-fn check_key(key: &str) -> Result<(), String> {
-    let ok = (1..=32).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key:?} is not an option key (1 to 32 of a-z 0-9 _ -)"
-        ))
-    }
-}
-
-fn check_keys(entries: &[(String, f64)]) -> Result<(), String> {
+/// Checks the keys as the vote service does ([`OptionKey::parse`]), each given once, 1 to
+/// [`MAX_OPTIONS`] of them.
+fn check_keys(entries: Vec<(&str, f64)>) -> Result<Vec<(OptionKey, f64)>, String> {
     if entries.is_empty() || entries.len() > MAX_OPTIONS {
         return Err(format!("give 1 to {MAX_OPTIONS} options"));
     }
-    for (i, (key, _)) in entries.iter().enumerate() {
-        check_key(key)?;
-        if entries[..i].iter().any(|(k, _)| k == key) {
+    let mut checked: Vec<(OptionKey, f64)> = Vec::with_capacity(entries.len());
+    for (key, weight) in entries {
+        let key = OptionKey::try_from(key.to_string())?;
+        if checked.iter().any(|(k, _)| *k == key) {
             return Err(format!("{key:?} is given twice"));
         }
+        checked.push((key, weight));
     }
-    Ok(())
+    Ok(checked)
 }
 
 /// `a,b,c`: equal weights.
 pub fn parse_options(s: &str) -> Result<Mix, String> {
-    let entries: Vec<(String, f64)> = s.split(',').map(|k| (k.trim().to_string(), 1.0)).collect();
-    check_keys(&entries)?;
+    let entries = check_keys(s.split(',').map(|k| (k.trim(), 1.0)).collect())?;
     Ok(Mix { entries })
 }
 
@@ -426,9 +419,9 @@ pub fn parse_mix(s: &str) -> Result<Mix, String> {
             .ok()
             .filter(|w: &f64| w.is_finite() && *w >= 0.0)
             .ok_or_else(|| format!("{part:?}: the weight is not a number of at least 0"))?;
-        entries.push((key.trim().to_string(), w));
+        entries.push((key.trim(), w));
     }
-    check_keys(&entries)?;
+    let entries = check_keys(entries)?;
     if entries.iter().all(|(_, w)| *w == 0.0) {
         return Err("every weight is 0".into());
     }
@@ -631,7 +624,8 @@ mod tests {
         assert_eq!(c.concurrency, 64);
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.verify_timeout, Duration::from_secs(60));
-        assert_eq!(c.mix, Mix::even(&["a", "b"]));
+        assert_eq!(c.mix.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(c.mix.shares(), [0.5, 0.5]);
         assert_eq!((c.rate, c.voters, c.duration), (None, None, None));
         assert_eq!(c.revote_ratio, 0.0);
         assert!(!c.form && !c.json && !c.quiet);

@@ -5,6 +5,7 @@
 //! while the first is in flight. So a voter's votes reach the server one after the other, and
 //! the last vote the server accepted is the one PostgreSQL must end up holding.
 
+use domain::voter::VoterId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -13,11 +14,11 @@ use crate::args::Mix;
 /// A voter's id: 32 lowercase hex characters (128 bits), derived from the run's seed and the
 /// voter's number. Distinct numbers give distinct ids (the low half is a bijection of the
 /// number), and ids look random, as the vote service's own are.
-pub fn voter_id(seed: u64, index: u32) -> String {
+pub fn voter_id(seed: u64, index: u32) -> VoterId {
     let lo = splitmix64(seed ^ 0x6a09_e667_f3bc_c908).wrapping_add(u64::from(index));
     let lo = splitmix64(lo);
     let hi = splitmix64(lo ^ splitmix64(seed));
-    format!("{hi:016x}{lo:016x}")
+    VoterId::from_bits(u128::from(hi) << 64 | u128::from(lo))
 }
 
 fn splitmix64(x: u64) -> u64 {
@@ -203,15 +204,11 @@ mod tests {
     use super::*;
     use crate::args::parse_mix;
 
-    fn is_voter_id(s: &str) -> bool {
-        s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    }
-
     #[test]
     fn voter_ids_are_32_lowercase_hex_distinct_and_seeded() {
-        let ids: HashSet<String> = (0..100_000).map(|i| voter_id(42, i)).collect();
+        let ids: HashSet<VoterId> = (0..100_000).map(|i| voter_id(42, i)).collect();
         assert_eq!(ids.len(), 100_000);
-        assert!(ids.iter().all(|id| is_voter_id(id)));
+        assert!(ids.iter().all(|id| id.as_str().len() == 32));
         assert_eq!(voter_id(42, 7), voter_id(42, 7));
         assert_ne!(voter_id(42, 7), voter_id(43, 7));
         assert_ne!(voter_id(0, 0), voter_id(0, 1));
@@ -252,7 +249,7 @@ mod tests {
 
     #[test]
     fn by_default_every_vote_is_a_new_voter() {
-        let mut p = Planner::new(1, Mix::even(&["a", "b"]), Some(1000), None, 0.0);
+        let mut p = Planner::new(1, Mix::default(), Some(1000), None, 0.0);
         let all = drive(&mut p, 8);
         assert_eq!(all.len(), 1000);
         assert_eq!(p.voters(), 1000);
@@ -262,7 +259,7 @@ mod tests {
 
     #[test]
     fn revote_ratio_is_exact_while_voters_last() {
-        let mut p = Planner::new(1, Mix::even(&["a", "b"]), Some(1000), None, 0.25);
+        let mut p = Planner::new(1, Mix::default(), Some(1000), None, 0.25);
         drive(&mut p, 8);
         assert_eq!(p.revotes(), 250);
         assert_eq!(p.voters(), 750);
@@ -270,20 +267,20 @@ mod tests {
 
     #[test]
     fn limited_voters_revote_once_all_have_voted_and_never_overlap() {
-        let mut p = Planner::new(3, Mix::even(&["a", "b"]), Some(500), Some(20), 0.5);
+        let mut p = Planner::new(3, Mix::default(), Some(500), Some(20), 0.5);
         let all = drive(&mut p, 8);
         assert_eq!(all.len(), 500);
         assert_eq!(p.voters(), 20);
         assert_eq!(p.revotes(), 480);
         // Fewer voters than slots: the planner makes the caller wait instead of doubling up.
-        let mut p = Planner::new(3, Mix::even(&["a", "b"]), Some(100), Some(3), 0.0);
+        let mut p = Planner::new(3, Mix::default(), Some(100), Some(3), 0.0);
         assert_eq!(drive(&mut p, 8).len(), 100);
         assert_eq!(p.voters(), 3);
     }
 
     #[test]
     fn the_last_accepted_vote_is_expected() {
-        let mut p = Planner::new(5, Mix::even(&["a", "b"]), None, Some(2), 0.0);
+        let mut p = Planner::new(5, Mix::default(), None, Some(2), 0.0);
         let Next::Go(a) = p.next_ticket() else {
             panic!()
         };

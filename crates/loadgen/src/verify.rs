@@ -163,7 +163,7 @@ pub async fn run(
         }
         if examples.len() < EXAMPLES {
             examples.push(Mismatch {
-                voter_id: voter_id(seed, *voter),
+                voter_id: voter_id(seed, *voter).to_string(),
                 expected: Some(mix.key(usize::from(*option)).to_string()),
                 stored,
             });
@@ -181,7 +181,7 @@ pub async fn run(
                 refused_but_stored += 1;
                 if examples.len() < EXAMPLES {
                     examples.push(Mismatch {
-                        voter_id: voter_id(seed, voter),
+                        voter_id: voter_id(seed, voter).to_string(),
                         expected: None,
                         stored: Some(vote),
                     });
@@ -299,7 +299,10 @@ impl<'a> Db<'a> {
         let voters: Vec<u32> = voters.collect();
         let mut found = HashMap::with_capacity(voters.len());
         for chunk in voters.chunks(CHUNK) {
-            let ids: Vec<String> = chunk.iter().map(|v| voter_id(seed, *v)).collect();
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|v| voter_id(seed, *v).to_string())
+                .collect();
             let answer = client
                 .query(statement, &[&ids])
                 .await

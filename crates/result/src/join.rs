@@ -9,7 +9,7 @@
 use ::http::HeaderMap;
 use ::http::header::HOST;
 use ::http::uri::Authority;
-use common::http as web;
+use domain::origin;
 use qrcode::{Color, EcLevel, QrCode};
 
 /// Modules of white around the code, as the QR specification asks.
@@ -32,11 +32,7 @@ pub fn vote_url(public_url: &str, trust_proxy: bool, headers: &HeaderMap) -> Opt
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return None;
     }
-    let scheme = if trust_proxy {
-        web::forwarded_proto(headers).unwrap_or("http")
-    } else {
-        "http"
-    };
+    let scheme = origin::request_scheme(headers, trust_proxy);
     Some(format!("{scheme}://{authority}/vote/"))
 }
 

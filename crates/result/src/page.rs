@@ -7,7 +7,7 @@
 //! at relative URLs.
 
 use askama::Template;
-use common::options::Options;
+use domain::options::Options;
 
 use crate::join::{self, Qr};
 use crate::numbers::{self, Grouping};

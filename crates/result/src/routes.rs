@@ -24,7 +24,7 @@ use bytes::Bytes;
 use common::config::Config;
 use common::http::{self as web, Resp};
 use common::metrics::{Counter, Exposition};
-use common::options::Options;
+use domain::options::Options;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 

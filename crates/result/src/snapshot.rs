@@ -8,7 +8,7 @@
 //! (the counts are the last ones known); `version` grows by one with every snapshot a process
 //! publishes.
 
-use common::options::Options;
+use domain::options::Options;
 use serde::Serialize;
 
 use crate::numbers::percentages;
@@ -108,7 +108,7 @@ pub fn counts_from_rows<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::options::{OptionKey, VoteOption};
+    use domain::options::{OptionKey, VoteOption};
 
     fn options(keys: &[&str]) -> Options {
         Options::new(

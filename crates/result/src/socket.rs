@@ -5,7 +5,7 @@
 //!   unsupported version (426 with `Sec-WebSocket-Version: 13`), no key (400), an `Origin`
 //!   that is not this scheme, `Host` and port (403; no `Origin` at all is a non-browser client
 //!   and allowed), more than `result.max_sockets` open (503). The rule is vote's, in
-//!   [`common::origin`]: default ports filled in on both sides, and the scheme `http` unless
+//!   [`domain::origin`]: default ports filled in on both sides, and the scheme `http` unless
 //!   a trusted proxy says `https` (`http.trust_proxy` and `X-Forwarded-Proto`).
 //! - A socket's task waits on the feed's `watch` receiver and sends the newest snapshot's
 //!   pre-serialized JSON: a slow client skips snapshots, never queues them. A send that
@@ -23,7 +23,7 @@ use ::http::header::{self, HeaderMap, HeaderValue};
 use ::http::{Request, Response, StatusCode};
 use common::http::{self as web, Resp};
 use common::metrics::Counter;
-use common::origin::{self, Origin};
+use domain::origin::{self, Origin};
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
@@ -446,7 +446,7 @@ mod tests {
         assert!(matches!(check_handshake(&h, false), Err(Refusal::Key)));
     }
 
-    /// The handshake applies [`common::origin`]'s rule (its own tests cover each case).
+    /// The handshake applies [`domain::origin`]'s rule (its own tests cover each case).
     #[test]
     fn origin_must_name_the_host() {
         let check = |pairs: &[(&str, &str)], trust_proxy: bool| {

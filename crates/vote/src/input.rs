@@ -1,7 +1,7 @@
 //! Parsing what a client sends. Each function returns a one-line reason on failure; nothing
 //! here touches Redis.
 
-use common::origin::{self, Origin};
+use domain::origin::{self, Origin};
 use http::HeaderMap;
 use http::header::COOKIE;
 use percent_encoding::percent_decode;
@@ -102,7 +102,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Whether a browser says this request comes from another site: `Sec-Fetch-Site: cross-site`,
 /// or an `Origin` that is not the scheme, host and port the request was sent to (see
-/// [`common::origin`]: default ports filled in, the scheme `http` unless a trusted proxy says
+/// [`domain::origin`]: default ports filled in, the scheme `http` unless a trusted proxy says
 /// `https`). `Origin: null`, sent by sandboxed documents, counts as foreign. Requests with
 /// neither header (curl, scripts) are not browsers' cross-site requests.
 pub fn is_cross_site(headers: &HeaderMap, trust_proxy: bool) -> bool {

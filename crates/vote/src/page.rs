@@ -1,7 +1,7 @@
 //! The voting page (askama template `templates/vote.html`) and its stylesheet.
 
 use askama::Template;
-use common::options::Options;
+use domain::options::Options;
 
 /// The page's stylesheet, served at `static/style.css` relative to the page.
 pub const STYLE_CSS: &str = include_str!("../static/style.css");

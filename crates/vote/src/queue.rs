@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::config::Config;
-use common::options::OptionKey;
 use common::pools::Redis;
-use common::queue::{EntryId, FIELD_VOTE, FIELD_VOTER};
-use common::voter::VoterId;
+use domain::options::OptionKey;
+use domain::queue::{EntryId, FIELD_VOTE, FIELD_VOTER};
+use domain::voter::VoterId;
 
 const APPEND: &str = r"
 local len = redis.call('XLEN', KEYS[1])

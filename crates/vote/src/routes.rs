@@ -26,8 +26,9 @@ use common::backoff::Outage;
 use common::config::Config;
 use common::http::{self as web, Limits, Resp, read_body};
 use common::metrics::{Counter, Exposition};
-use common::options::{OptionKey, Options};
-use common::voter::VoterId;
+use domain::options::{OptionKey, Options};
+use domain::origin;
+use domain::voter::VoterId;
 use hyper::body::Incoming;
 use serde::Serialize;
 
@@ -272,7 +273,7 @@ impl Refusal {
 /// A queued vote.
 struct Accepted {
     key: OptionKey,
-    ballot: common::queue::EntryId,
+    ballot: domain::queue::EntryId,
 }
 
 /// The checks and the append shared by the form and the JSON endpoint, for `voter`.
@@ -408,8 +409,7 @@ async fn api_vote(state: &State, req: Request<Incoming>) -> Resp {
 /// Whether the cookies get `Secure`: `vote.secure_cookie`, or a trusted proxy saying the browser
 /// came over HTTPS.
 fn secure_cookies(state: &State, req: &Request<Incoming>) -> bool {
-    state.secure_cookie
-        || (state.trust_proxy && web::forwarded_proto(req.headers()) == Some("https"))
+    state.secure_cookie || origin::request_scheme(req.headers(), state.trust_proxy) == "https"
 }
 
 /// The headers of a queued vote: the outcome, the voter and their choice.

@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 
-use common::options::Options;
-use common::queue::{EntryId, FIELD_LEGACY, FIELD_VOTE, FIELD_VOTER};
-use common::voter::VoterId;
+use domain::options::Options;
+use domain::queue::{EntryId, FIELD_LEGACY, FIELD_VOTE, FIELD_VOTER};
+use domain::voter::VoterId;
 use serde::Deserialize;
 
 /// A vote ready to be applied: `version` orders the votes of one voter.
@@ -94,7 +94,7 @@ pub fn newest_per_voter(mut ballots: Vec<Ballot>) -> Vec<Ballot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::options::Options;
+    use domain::options::Options;
     use proptest::prelude::*;
 
     fn options() -> Options {

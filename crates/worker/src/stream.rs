@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::config::QueueConfig;
-use common::queue::FIELD_LEGACY;
+use domain::queue::FIELD_LEGACY;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use common::config::{Config, QueueConfig, WorkerConfig};
 use common::metrics::{Counter, Gauge};
-use common::options::Options;
 use common::pools::{PgPool, Redis};
-use common::queue::EntryId;
+use domain::options::Options;
+use domain::queue::EntryId;
 
 use crate::ballot;
 use crate::store;

@@ -57,7 +57,7 @@ async fn a_vote_stored_differently_is_reported_wrong() {
     // Voter 0 of seed 7 already holds `b` with a version no stream entry can beat: the
     // worker will (rightly) keep it, and loadgen must notice that its `a` is not there.
     let seed = 7;
-    let voter = loadgen::plan::voter_id(seed, 0);
+    let voter = loadgen::plan::voter_id(seed, 0).to_string();
     pg.execute(
         "INSERT INTO votes (id, vote, version_ms, version_seq) VALUES ($1, 'b', $2, 0)",
         &[&voter, &i64::MAX],

@@ -66,7 +66,7 @@ async fn cross_origin_sockets_are_forbidden() {
 }
 
 /// A `Host` without a port is the default port (80): a page on another port of the same host
-/// is another origin. The rule is vote's (`common::origin`).
+/// is another origin. The rule is vote's (`domain::origin`).
 #[tokio::test]
 async fn a_host_without_a_port_is_the_default_port() {
     let infra = Infra::start().await;

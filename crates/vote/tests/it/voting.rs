@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use common::queue::EntryId;
+use domain::queue::EntryId;
 use http::StatusCode;
 use tokio::task::JoinSet;
 

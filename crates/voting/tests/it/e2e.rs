@@ -21,8 +21,8 @@
 
 use std::path::PathBuf;
 
-use common::options::OptionKey;
-use common::voter::VoterId;
+use domain::options::OptionKey;
+use domain::voter::VoterId;
 use tempfile::TempDir;
 use testkit::free_port;
 use testkit::story::{self, Screenshots};

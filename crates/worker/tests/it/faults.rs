@@ -254,7 +254,7 @@ async fn redis_stalled_while_first_time_voters_retry_counts_each_person_once() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let load_voters: Vec<String> = (0..Load::default().voters)
-        .map(|n| loadgen::plan::voter_id(Load::default().seed, n))
+        .map(|n| loadgen::plan::voter_id(Load::default().seed, n).to_string())
         .collect();
     let strangers: i64 = pg
         .query_one(

@@ -91,7 +91,7 @@ fn ballot(n: u64, vote: &str, id: &str) -> worker::ballot::Ballot {
     worker::ballot::Ballot {
         voter: voter(n),
         vote: vote.into(),
-        version: common::queue::EntryId::parse(id).unwrap(),
+        version: domain::queue::EntryId::parse(id).unwrap(),
     }
 }
 

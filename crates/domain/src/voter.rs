@@ -28,7 +28,12 @@ impl VoterId {
 
     /// A fresh id from the thread's cryptographically secure generator.
     pub fn random() -> VoterId {
-        VoterId(format!("{:032x}", rand::random::<u128>()))
+        VoterId::from_bits(rand::random())
+    }
+
+    /// The id of these 128 bits, as this app writes its ids: 32 lowercase hex characters.
+    pub fn from_bits(bits: u128) -> VoterId {
+        VoterId(format!("{bits:032x}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -93,6 +98,14 @@ mod tests {
             let hex = s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
             let valid = hex && (s.len() == 32 || (1..=16).contains(&s.len()));
             prop_assert_eq!(VoterId::parse(&s).is_some(), valid);
+        }
+
+        #[test]
+        fn ids_from_bits_are_new_ids_of_those_bits(bits in any::<u128>()) {
+            let id = VoterId::from_bits(bits);
+            prop_assert_eq!(id.as_str().len(), NEW_ID_LEN);
+            prop_assert_eq!(u128::from_str_radix(id.as_str(), 16).ok(), Some(bits));
+            prop_assert_eq!(VoterId::parse(id.as_str()), Some(id));
         }
 
         #[test]

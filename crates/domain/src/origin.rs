@@ -15,8 +15,6 @@
 use http::HeaderMap;
 use http::header::{HOST, ORIGIN};
 
-use crate::http::forwarded_proto;
-
 /// What a request's `Origin` says about where it comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -36,6 +34,21 @@ pub fn request_scheme(headers: &HeaderMap, trust_proxy: bool) -> &'static str {
         forwarded_proto(headers).unwrap_or("http")
     } else {
         "http"
+    }
+}
+
+/// The scheme the browser used, as the proxy in front says in `X-Forwarded-Proto`: `http` or
+/// `https` (the first entry of a list is the client's), `None` when absent or anything else.
+/// Ask only when `http.trust_proxy` is on: any client can send this header.
+pub fn forwarded_proto(headers: &HeaderMap) -> Option<&'static str> {
+    let value = headers.get("x-forwarded-proto")?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    if first.eq_ignore_ascii_case("https") {
+        Some("https")
+    } else if first.eq_ignore_ascii_case("http") {
+        Some("http")
+    } else {
+        None
     }
 }
 
@@ -290,6 +303,27 @@ mod tests {
             Origin::Foreign,
             "two Origins"
         );
+    }
+
+    #[test]
+    fn forwarded_proto_takes_the_clients_scheme() {
+        let proto = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-proto", HeaderValue::from_str(value).unwrap());
+            forwarded_proto(&headers)
+        };
+        assert_eq!(forwarded_proto(&HeaderMap::new()), None);
+        assert_eq!(proto("https"), Some("https"));
+        assert_eq!(proto("HTTPS"), Some("https"));
+        assert_eq!(proto("http"), Some("http"));
+        assert_eq!(
+            proto(" https , http"),
+            Some("https"),
+            "the first proxy's view"
+        );
+        assert_eq!(proto("http,https"), Some("http"));
+        assert_eq!(proto("wss"), None);
+        assert_eq!(proto(""), None);
     }
 
     proptest! {
