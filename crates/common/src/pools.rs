@@ -257,7 +257,7 @@ pub async fn pg_ping(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// A pool that gave no connection, in words: it could not connect (the server's answer), or
-/// no connection came within [`CHECKOUT_TIMEOUT`] (bb8's "Timed out in bb8"), with the last
+/// no connection came within `CHECKOUT_TIMEOUT` (bb8's "Timed out in bb8"), with the last
 /// connect error when there was one.
 pub fn checkout_error<E>(server: &str, error: bb8::RunError<E>, last: &LastError) -> anyhow::Error
 where

@@ -232,7 +232,7 @@ impl StreamConn {
     }
 
     /// Moves up to `count` entries of the original app's list into the stream (see
-    /// [`LEGACY_MOVE`]); they are then read, applied and acknowledged like any vote.
+    /// `LEGACY_MOVE`); they are then read, applied and acknowledged like any vote.
     pub async fn legacy_move(&mut self, count: usize) -> anyhow::Result<u64> {
         redis::Script::new(LEGACY_MOVE)
             .key(&self.queue.legacy_list)

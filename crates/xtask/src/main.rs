@@ -1,9 +1,9 @@
 //! `cargo xtask`: the project's chores, in Rust. `cargo xtask bench` runs every benchmark
-//! on 127.0.0.1 and writes the table of docs/benchmarks.md (see [`bench`]).
+//! on 127.0.0.1 and writes the table of docs/benchmarks.md (see [`mod@bench`]).
 //!
 //! # Layout
 //! - [`args`]: the command line.
-//! - [`bench`]: the scenarios, each figure with its same-run reference.
+//! - [`mod@bench`]: the scenarios, each figure with its same-run reference.
 //! - [`conns`]: `cargo xtask conns`, the memory a service holds per open connection.
 //! - [`stack`]: the processes: Redis, PostgreSQL, the services, Nginx, the trivial upstream.
 //! - [`upstream`]: the trivial upstream of the reference runs.
