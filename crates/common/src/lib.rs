@@ -7,7 +7,7 @@
 //! - [`secret`]: URLs whose password never prints.
 //! - [`pools`]: bb8 pools for Redis and PostgreSQL.
 //! - [`schema`]: the embedded, idempotent SQL schema, applied under an advisory lock.
-//! - [`http`]: serving hyper connections with limits and graceful shutdown, plus small
+//! - [`web`]: serving hyper connections with limits and graceful shutdown, plus small
 //!   response helpers.
 //! - [`metrics`]: Prometheus text exposition for plain atomic counters.
 //! - [`nofile`]: the open-file limit: raised to the hard limit at start, logged, checked
@@ -27,7 +27,6 @@ pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod healthcheck;
-pub mod http;
 pub mod metrics;
 pub mod nofile;
 pub mod pools;
@@ -36,6 +35,7 @@ pub mod secret;
 pub mod service;
 pub mod system;
 pub mod telemetry;
+pub mod web;
 
 /// The pages' icon, served at `static/favicon.svg` next to each page.
 pub const FAVICON_SVG: &str = include_str!("../static/favicon.svg");

@@ -117,7 +117,7 @@ pub fn raise_and_check(service: Service, config: &Config) {
 }
 
 /// `process_max_fds` (the soft limit) and `process_open_fds`, read now: every `/metrics`
-/// answer ends with them ([`crate::http::metrics`]).
+/// answer ends with them ([`crate::web::metrics`]).
 pub fn exposition() -> String {
     let mut e = Exposition::default();
     if let Ok((soft, _)) = current() {

@@ -41,9 +41,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let service = Service::start(&config)?;
     let state = service.state();
-    let limits = common::http::Limits::from(&config.http);
+    let limits = common::web::Limits::from(&config.http);
     let grace = limits.shutdown_grace;
-    let served = common::http::serve(
+    let served = common::web::serve(
         listener,
         limits,
         move |req| routes::handle(state.clone(), req),

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use ::http::header::{self, HeaderMap, HeaderValue};
 use ::http::{Request, Response, StatusCode};
-use common::http::{self as web, Resp};
 use common::metrics::Counter;
+use common::web::{self, Resp};
 use domain::origin::{self, Origin};
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;

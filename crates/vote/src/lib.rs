@@ -26,8 +26,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = Arc::new(routes::State::new(&config)?);
-    let limits = common::http::Limits::from(&config.http);
-    common::http::serve(
+    let limits = common::web::Limits::from(&config.http);
+    common::web::serve(
         listener,
         limits,
         move |req| routes::handle(state.clone(), req),

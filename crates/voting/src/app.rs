@@ -22,7 +22,7 @@ use ::http::header::{self, HeaderValue};
 use ::http::uri::PathAndQuery;
 use ::http::{Method, Request, StatusCode, Uri};
 use common::config::Config;
-use common::http::{self as web, Limits, Resp};
+use common::web::{self, Limits, Resp};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -84,7 +84,7 @@ impl App {
         let routes = self.routes;
         let grace = self.limits.shutdown_grace;
         let stop = &stop_tx;
-        let served = common::http::serve(
+        let served = common::web::serve(
             listener,
             self.limits,
             move |req| handle(routes.clone(), req),

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use common::http::{self as web, Resp};
 use common::metrics::Exposition;
+use common::web::{self, Resp};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 

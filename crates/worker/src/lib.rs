@@ -45,8 +45,8 @@ pub async fn run(
     tracing::info!(consumer = worker.consumer(), "worker starting");
     let shared = worker.shared();
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let limits = common::http::Limits::from(&config.http);
-    let http = tokio::spawn(common::http::serve(
+    let limits = common::web::Limits::from(&config.http);
+    let http = tokio::spawn(common::web::serve(
         listener,
         limits,
         move |req| health::handle(shared.clone(), req),

@@ -165,10 +165,10 @@ async fn past_the_connection_cap_a_client_waits_and_is_served_when_a_place_frees
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_431() {
     let app = spawn_app().await;
-    let max = common::http::MAX_HEAD_BYTES;
+    let max = common::web::MAX_HEAD_BYTES;
 
     let long_cookie = format!("Cookie: voter_id={}\r\n", "a".repeat(max + 1));
-    let many_headers: String = (0..=common::http::MAX_HEADERS)
+    let many_headers: String = (0..=common::web::MAX_HEADERS)
         .map(|i| format!("X-Header-{i}: {i}\r\n"))
         .collect();
     let long_uri = format!(
