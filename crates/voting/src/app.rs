@@ -44,7 +44,7 @@ pub struct App {
 struct Routes {
     vote: Arc<vote::routes::State>,
     result: Arc<result::routes::State>,
-    worker: Arc<worker::worker::Shared>,
+    worker: Arc<worker::step::Status>,
     children: Vec<ChildInfo>,
 }
 
@@ -59,7 +59,7 @@ impl App {
         let routes = Arc::new(Routes {
             vote,
             result: result.state(),
-            worker: worker.shared(),
+            worker: worker.status(),
             children,
         });
         Ok(App {

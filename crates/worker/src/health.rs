@@ -13,13 +13,13 @@ use common::web::{self, Resp};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
-use crate::worker::Shared;
+use crate::step::Status;
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
+pub async fn handle(status: Arc<Status>, req: Request<Incoming>) -> Resp {
     let mut resp = match (req.uri().path(), req.method()) {
         ("/healthz", &Method::GET | &Method::HEAD) => web::text(StatusCode::OK, "ok"),
-        ("/readyz", &Method::GET | &Method::HEAD) => readyz(&shared).await,
-        ("/metrics", &Method::GET) => web::metrics(metrics(&shared)),
+        ("/readyz", &Method::GET | &Method::HEAD) => readyz(&status).await,
+        ("/metrics", &Method::GET) => web::metrics(metrics(&status)),
         ("/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
@@ -28,14 +28,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     resp
 }
 
-async fn readyz(shared: &Shared) -> Resp {
-    web::readiness(&problems(shared).await)
+async fn readyz(status: &Status) -> Resp {
+    web::readiness(&problems(status).await)
 }
 
 /// What keeps the worker from being ready (Redis or PostgreSQL not answering, the schema not
 /// applied, the last step failed); empty when ready.
-pub async fn problems(shared: &Shared) -> Vec<String> {
-    let (redis, pg) = tokio::join!(shared.redis.ping(), common::pools::pg_ping(&shared.pg));
+pub async fn problems(status: &Status) -> Vec<String> {
+    let (redis, pg) = tokio::join!(status.redis.ping(), common::pools::pg_ping(&status.pg));
     let mut problems = Vec::new();
     if let Err(e) = redis {
         problems.push(format!("redis: {}", common::error::describe(&e)));
@@ -43,10 +43,10 @@ pub async fn problems(shared: &Shared) -> Vec<String> {
     if let Err(e) = pg {
         problems.push(format!("postgres: {}", common::error::describe(&e)));
     }
-    let last_error = shared.last_error.lock().expect("not poisoned").clone();
+    let last_error = status.last_error.lock().expect("not poisoned").clone();
     if let Some(e) = last_error {
         problems.push(format!("last batch failed: {e}"));
-    } else if !shared
+    } else if !status
         .schema_ready
         .load(std::sync::atomic::Ordering::Relaxed)
     {
@@ -56,8 +56,8 @@ pub async fn problems(shared: &Shared) -> Vec<String> {
 }
 
 /// The worker's Prometheus text (`GET /metrics`).
-pub fn metrics(shared: &Shared) -> String {
-    let m = &shared.metrics;
+pub fn metrics(status: &Status) -> String {
+    let m = &status.metrics;
     let mut e = Exposition::default();
     e.counter(
         "worker_batches_total",

@@ -2,7 +2,7 @@
 //! ever losing one, and serves its health and metrics over HTTP.
 //!
 //! # Layout
-//! - [`worker`]: [`Worker::step`], one batch from Redis into PostgreSQL; tests drive it directly.
+//! - [`step`]: [`Worker::step`], one batch from Redis into PostgreSQL; tests drive it directly.
 //! - [`stream`]: the Redis commands (consumer group, claims, acknowledgement, dead letters, the
 //!   original app's list).
 //! - [`ballot`]: parsing entries into ballots or dead-letter reasons; newest-per-voter.
@@ -15,9 +15,9 @@
 pub mod ballot;
 pub mod health;
 pub mod reset;
+pub mod step;
 pub mod store;
 pub mod stream;
-pub mod worker;
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use common::config::Config;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use worker::{StepOutcome, Worker};
+pub use step::{StepOutcome, Worker};
 
 /// A failed batch is retried after 100 ms, then twice as long each time, up to 5 s.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -43,13 +43,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let worker = Worker::new(&config)?;
     tracing::info!(consumer = worker.consumer(), "worker starting");
-    let shared = worker.shared();
+    let status = worker.status();
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let limits = common::web::Limits::from(&config.http);
     let http = tokio::spawn(common::web::serve(
         listener,
         limits,
-        move |req| health::handle(shared.clone(), req),
+        move |req| health::handle(status.clone(), req),
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
@@ -61,7 +61,7 @@ pub async fn run(
 }
 
 /// Steps `worker` until `shutdown` completes, without an HTTP listener (the all-in-one
-/// binary serves the health routes itself, from [`Worker::shared`]). A failed step is retried
+/// binary serves the health routes itself, from [`Worker::status`]). A failed step is retried
 /// with capped backoff; shutdown is observed between batches.
 pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);

@@ -136,7 +136,7 @@ impl Infra {
 pub async fn drain(worker: &mut worker::Worker) {
     loop {
         let outcome = worker.step().await.expect("the worker step succeeds");
-        if outcome.is_idle() && outcome.source == worker::worker::Source::New {
+        if outcome.is_idle() && outcome.source == worker::step::Source::New {
             return;
         }
     }

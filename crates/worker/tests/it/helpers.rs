@@ -171,7 +171,7 @@ pub async fn drain(worker: &mut worker::Worker) -> u64 {
     loop {
         let outcome = worker.step().await.expect("step succeeds");
         entries += outcome.entries as u64;
-        if outcome.is_idle() && outcome.source == worker::worker::Source::New {
+        if outcome.is_idle() && outcome.source == worker::step::Source::New {
             return entries;
         }
     }

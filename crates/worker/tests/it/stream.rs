@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::config::Service;
-use worker::worker::Source;
+use worker::step::Source;
 
 use crate::helpers::{Deadline, Infra, drain, voter};
 

@@ -68,7 +68,7 @@ pub struct Metrics {
 }
 
 /// What `/readyz` and `/metrics` read while the loop runs.
-pub struct Shared {
+pub struct Status {
     pub metrics: Metrics,
     pub redis: Redis,
     pub pg: PgPool,
@@ -90,7 +90,7 @@ pub struct Worker {
     settings: WorkerConfig,
     consumer: String,
     postgres: common::config::PostgresConfig,
-    shared: Arc<Shared>,
+    status: Arc<Status>,
     conn: Option<StreamConn>,
     schema_ready: bool,
     phase: Phase,
@@ -115,7 +115,7 @@ impl Worker {
         } else {
             config.worker.consumer.clone()
         };
-        let shared = Arc::new(Shared {
+        let status = Arc::new(Status {
             metrics: Metrics::default(),
             redis: Redis::new(&config.redis)?,
             // A worker paused mid-transaction would hold the tally rows' locks: its session ends
@@ -133,7 +133,7 @@ impl Worker {
             settings: config.worker.clone(),
             consumer,
             postgres: config.postgres.clone(),
-            shared,
+            status,
             conn: None,
             schema_ready: false,
             phase: Phase::OwnPending,
@@ -148,8 +148,8 @@ impl Worker {
         &self.consumer
     }
 
-    pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
+    pub fn status(&self) -> Arc<Status> {
+        self.status.clone()
     }
 
     /// Takes one batch and applies it. On error nothing was acknowledged: the entries stay
@@ -158,15 +158,15 @@ impl Worker {
     pub async fn step(&mut self) -> anyhow::Result<StepOutcome> {
         let result = self.try_step().await;
         match &result {
-            Ok(_) => *self.shared.last_error.lock().expect("not poisoned") = None,
+            Ok(_) => *self.status.last_error.lock().expect("not poisoned") = None,
             Err(e) => {
                 // Start over on a fresh connection, from this consumer's pending entries (which
                 // include any prefetched ones).
                 self.conn = None;
                 self.prefetched = None;
                 self.phase = Phase::OwnPending;
-                self.shared.metrics.failures.inc();
-                *self.shared.last_error.lock().expect("not poisoned") =
+                self.status.metrics.failures.inc();
+                *self.status.last_error.lock().expect("not poisoned") =
                     Some(common::error::describe(e));
             }
         }
@@ -181,7 +181,7 @@ impl Worker {
         let now = Instant::now();
         if self.phase == Phase::Live && !self.queue.legacy_list.is_empty() {
             let moved = conn.legacy_move(batch).await?;
-            self.shared.metrics.legacy.add(moved);
+            self.status.metrics.legacy.add(moved);
             outcome.legacy = moved as usize;
         }
 
@@ -202,14 +202,14 @@ impl Worker {
                     self.next_claim = now + Duration::from_millis(self.settings.claim_interval_ms);
                 }
                 self.claim_cursor = next;
-                self.shared.metrics.claimed.add(entries.len() as u64);
+                self.status.metrics.claimed.add(entries.len() as u64);
                 if !entries.is_empty() {
                     tracing::info!(
                         entries = entries.len(),
                         "claimed entries of an idle consumer"
                     );
                 }
-                self.shared.metrics.backlog.set(conn.backlog().await?);
+                self.status.metrics.backlog.set(conn.backlog().await?);
                 entries
             }
             Phase::Live if self.prefetched.is_some() => self.prefetched.take().unwrap_or_default(),
@@ -270,7 +270,7 @@ impl Worker {
         let rows = if prefetch {
             let batch = self.settings.batch_size;
             let (rows, next) = tokio::join!(
-                store::apply(&self.shared.pg, &ballots),
+                store::apply(&self.status.pg, &ballots),
                 conn.read_new(batch, None)
             );
             // Read but not applied, the prefetched entries are this consumer's pending
@@ -278,13 +278,13 @@ impl Worker {
             self.prefetched = Some(next?);
             rows?
         } else {
-            store::apply(&self.shared.pg, &ballots).await?
+            store::apply(&self.status.pg, &ballots).await?
         };
         conn.finish(&done, &dead).await?;
         if !dead.is_empty() {
             tracing::warn!(entries = dead.len(), first_id = %dead[0].id, first_reason = %dead[0].reason, "dead-lettered invalid entries");
         }
-        let m = &self.shared.metrics;
+        let m = &self.status.metrics;
         m.batches.inc();
         m.entries.add(done.len() as u64);
         m.rows.add(rows);
@@ -307,13 +307,13 @@ impl Worker {
             let mut client = common::pools::pg_connect(&self.postgres).await?;
             common::schema::migrate(&mut client).await?;
             self.schema_ready = true;
-            self.shared.schema_ready.store(true, Ordering::Relaxed);
+            self.status.schema_ready.store(true, Ordering::Relaxed);
         }
         if self.conn.is_none() {
             let block = Duration::from_millis(self.settings.block_ms);
             self.conn = Some(
                 StreamConn::connect(
-                    self.shared.redis.client(),
+                    self.status.redis.client(),
                     &self.queue,
                     &self.consumer,
                     block,
