@@ -1,45 +1,36 @@
-//! Small Unix facts and acts without `unsafe`, shared by the `voting` supervisor and the test
-//! kit: who we are, system users, whether a user can reach a directory, where a program is,
-//! the end of a log file, and signals sent with the `kill` command.
+//! Small Unix facts and acts without `unsafe` in our code, shared by the `voting` supervisor
+//! and the test kit: who we are, system users (the C library's `getpwnam_r`, through `nix`),
+//! whether a user can reach a directory, where a program is, the end of a log file, and
+//! signals (`kill(2)` through `nix`).
 
-use std::ffi::OsStr;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::str::FromStr;
 
 use anyhow::Context;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::{Pid, User, geteuid};
 
 /// Where Debian and Ubuntu keep the versioned PostgreSQL server programs, out of `PATH`.
 pub const DEBIAN_POSTGRES: &str = "/usr/lib/postgresql";
 
-/// The effective uid of this process (`/proc/self` belongs to it).
-pub fn effective_uid() -> Option<u32> {
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+/// The effective uid of this process.
+pub fn effective_uid() -> u32 {
+    geteuid().as_raw()
 }
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    effective_uid() == Some(0)
+    geteuid().is_root()
 }
 
-/// `(uid, gid)` of the system user `name`, from `/etc/passwd`.
+/// `(uid, gid)` of the system user `name`, as the C library finds it (`/etc/passwd`, or
+/// whatever the system's name service uses).
 pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    parse_passwd(&passwd, name)
-}
-
-fn parse_passwd(passwd: &str, name: &str) -> Option<(u32, u32)> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != name {
-            return None;
-        }
-        let _password = fields.next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let gid = fields.next()?.parse().ok()?;
-        Some((uid, gid))
-    })
+    let user = User::from_name(name).ok()??;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
 /// The first existing directory among `dir` and its ancestors that the user `uid`/`gid`
@@ -136,29 +127,22 @@ pub fn is_running(pid: u32) -> bool {
     !matches!(state, Some("Z" | "X") | None)
 }
 
-/// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`, `"STOP"`…) to `pid` with the `kill`
-/// program, found at its usual places first so that an odd `PATH` cannot stop a clean
-/// shutdown. Waits for `kill` itself, which takes a millisecond or so.
+/// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`, `"STOP"`…) to process `pid`.
 pub fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let kill = ["/bin/kill", "/usr/bin/kill"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| is_executable(p))
-        .or_else(|| find_on_path("kill"))
-        .unwrap_or_else(|| PathBuf::from("kill"));
-    let output = Command::new(&kill)
-        .args([OsStr::new("-s"), OsStr::new(name)])
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run `kill -s {name} {pid}`"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "`kill -s {name} {pid}` failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
+    let pid_t = i32::try_from(pid).with_context(|| format!("{pid} is not a process id"))?;
+    signal::kill(Pid::from_raw(pid_t), signal_named(name)?)
+        .with_context(|| format!("cannot send SIG{name} to process {pid}"))
+}
+
+/// Sends signal `name` to every process of the process group `pgid`.
+pub fn signal_group(pgid: u32, name: &str) -> anyhow::Result<()> {
+    let pgid_t = i32::try_from(pgid).with_context(|| format!("{pgid} is not a group id"))?;
+    signal::killpg(Pid::from_raw(pgid_t), signal_named(name)?)
+        .with_context(|| format!("cannot send SIG{name} to process group {pgid}"))
+}
+
+fn signal_named(name: &str) -> anyhow::Result<Signal> {
+    Signal::from_str(&format!("SIG{name}")).map_err(|_| anyhow::anyhow!("no signal SIG{name}"))
 }
 
 #[cfg(test)]
@@ -166,12 +150,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_passwd() {
-        let text = "root:x:0:0:root:/root:/bin/bash\n\
-                    postgres:x:101:104:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash\n";
-        assert_eq!(parse_passwd(text, "postgres"), Some((101, 104)));
-        assert_eq!(parse_passwd(text, "root"), Some((0, 0)));
-        assert_eq!(parse_passwd(text, "post"), None);
+    fn users_are_found_by_name() {
+        assert_eq!(lookup_user("root"), Some((0, 0)));
+        assert_eq!(lookup_user("no-such-user-of-the-voting-app"), None);
     }
 
     #[test]
@@ -208,7 +189,11 @@ mod tests {
     #[test]
     fn a_signal_to_no_process_is_an_error() {
         // Above the kernel's largest pid (2^22).
-        let err = send_signal(4_194_305, "TERM").unwrap_err().to_string();
-        assert!(err.contains("kill -s TERM 4194305"), "{err}");
+        let err = format!("{:#}", send_signal(4_194_305, "TERM").unwrap_err());
+        assert!(err.contains("SIGTERM to process 4194305"), "{err}");
+        let err = send_signal(std::process::id(), "NOPE")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no signal SIGNOPE"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Why launching a server failed: port collisions are worth retrying on
@@ -105,15 +105,7 @@ pub(crate) fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
 /// spawned with `process_group(0)` leads the group of its own id), children
 /// that it started included. Errors are ignored: the group may be gone.
 pub(crate) fn signal_group(pgid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg("-s")
-        .arg(name)
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = common::system::signal_group(pgid, name);
 }
 
 /// Waits until no live process is left in the process group `pgid` (zombies
@@ -188,11 +180,10 @@ pub(crate) fn kill_and_wait(child: &mut Child) {
 
 /// The effective uid of this process.
 pub(crate) fn current_uid() -> anyhow::Result<u32> {
-    common::system::effective_uid()
-        .ok_or_else(|| anyhow::anyhow!("cannot read the owner of /proc/self"))
+    Ok(common::system::effective_uid())
 }
 
-/// Looks up `name` in `/etc/passwd`, returning its `(uid, gid)`.
+/// Looks up the system user `name`, returning its `(uid, gid)`.
 pub(crate) fn lookup_user(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
     Ok(common::system::lookup_user(name))
 }

@@ -11,8 +11,7 @@
 //!   lines, readiness probes, stop signals.
 //! - [`supervise`]: the small init system: start and wait until ready, restart with capped
 //!   backoff, stop with a deadline and then SIGKILL, never leaving a child behind.
-//! - `common::system`: users, permissions, programs on `PATH`, signals (with the `kill`
-//!   program), shared with testkit.
+//! - `common::system`: users, permissions, programs on `PATH`, signals, shared with testkit.
 //! - [`tools`]: `voting psql` and `voting redis-cli`, which open a shell on the servers it uses.
 //!
 //! # Entry points

@@ -76,7 +76,7 @@ impl Running {
             .await;
     }
 
-    /// Stops the binary with SIGTERM (the `kill` program) and waits for a clean exit.
+    /// Stops the binary with SIGTERM and waits for a clean exit.
     async fn stop(&self) {
         let mut binary = self.binary.lock().await;
         let mut stopped = binary.take().expect("the binary is running");
