@@ -12,7 +12,7 @@
 //! - [`supervise`]: the small init system: start and wait until ready, restart with capped
 //!   backoff, stop with a deadline and then SIGKILL, never leaving a child behind.
 //! - `common::system`: users, permissions, programs on `PATH`, signals, shared with testkit.
-//! - [`tools`]: `voting psql` and `voting redis-cli`, which open a shell on the servers it uses.
+//! - [`tools`]: `voting psql`, `voting redis-cli` and `voting reset`, on the servers it uses.
 //!
 //! # Entry points
 //! - [`run`]: the app alone, against whatever Redis and PostgreSQL the configuration names
