@@ -386,6 +386,7 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
 
     // `voting psql` reaches the database that counted it.
     // README: voting psql
+    // README: cargo run --release -p voting -- psql
     let out = voting_command()
         .args(["psql", "-At", "-c", "SELECT vote FROM votes"])
         .env("VOTING_VOTING__DATA_DIR", &data_dir)
