@@ -223,9 +223,14 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the body, the parser answers without panicking, and a vote it accepts
+        /// is never empty and comes from a UTF-8 body.
         #[test]
         fn form_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = form_vote(&body);
+            if let Ok(vote) = form_vote(&body) {
+                prop_assert!(!vote.is_empty());
+                prop_assert!(std::str::from_utf8(&body).is_ok());
+            }
         }
 
         #[test]
@@ -234,9 +239,20 @@ mod tests {
             prop_assert_eq!(form_vote(format!("vote={encoded}").as_bytes()), Ok(value));
         }
 
+        /// Whatever the body (bytes, or an object with any `vote` string), the parser answers
+        /// without panicking, and a vote it accepts is the object's non-empty `vote`.
         #[test]
-        fn json_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = json_vote(&body);
+        fn json_parser_never_panics(
+            body in proptest::prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..512),
+                "\\PC{0,20}".prop_map(|v| serde_json::json!({ "vote": v }).to_string().into_bytes()),
+            ],
+        ) {
+            if let Ok(vote) = json_vote(&body) {
+                let value: serde_json::Value = serde_json::from_slice(&body).expect("accepted JSON parses");
+                prop_assert_eq!(value["vote"].as_str(), Some(vote.as_str()));
+                prop_assert!(!vote.is_empty());
+            }
         }
 
         /// Whatever `Cookie` headers arrive, the lookup does not panic, and what it finds is
