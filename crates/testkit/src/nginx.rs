@@ -9,12 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use servers::StartError;
 use tempfile::TempDir;
 
 use crate::find_binary;
 use crate::process::{
-    LaunchError, current_uid, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio,
-    log_tail, send_signal, signal_group, temp_dir, wait_group_gone, wait_timeout,
+    current_uid, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio, log_tail,
+    send_signal, signal_group, temp_dir, wait_group_gone, wait_timeout,
 };
 
 /// How long to wait for Nginx to accept connections.
@@ -224,8 +225,8 @@ http {{
     }
 
     /// Writes the configuration for `self.port`, spawns Nginx and waits until it listens.
-    fn launch(&mut self) -> Result<(), LaunchError> {
-        let failed = |e: anyhow::Error| LaunchError::Failed(e);
+    fn launch(&mut self) -> Result<(), StartError> {
+        let failed = |e: anyhow::Error| StartError::Failed(e);
         let conf = self.dir.path().join("nginx.conf");
         std::fs::write(&conf, self.config())
             .with_context(|| format!("cannot write {}", conf.display()))
@@ -268,7 +269,7 @@ http {{
                     said.trim(),
                     log_tail(&error_log)
                 );
-                return Err(LaunchError::from_log(error, &said));
+                return Err(StartError::from_log(error, &said));
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

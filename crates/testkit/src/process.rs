@@ -1,51 +1,27 @@
 //! Small helpers for child processes: log files, signals, waiting, users.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// Why launching a server failed: port collisions are worth retrying on
-/// another port, anything else is not.
-pub(crate) enum LaunchError {
-    PortInUse(anyhow::Error),
-    Failed(anyhow::Error),
-}
-
-impl LaunchError {
-    /// Classifies a startup failure by what the server just logged.
-    pub(crate) fn from_log(error: anyhow::Error, new_log: &str) -> Self {
-        if new_log.contains("Address already in use") {
-            Self::PortInUse(error)
-        } else {
-            Self::Failed(error)
-        }
-    }
-
-    pub(crate) fn into_inner(self) -> anyhow::Error {
-        match self {
-            Self::PortInUse(e) | Self::Failed(e) => e,
-        }
-    }
-}
+use servers::StartError;
+pub(crate) use servers::{log_len, log_since, log_tail, wait_timeout};
 
 /// How many ports [`launch_on_a_free_port`] tries when another process grabs the port.
 const START_ATTEMPTS: usize = 5;
 
 /// Calls `launch` with a free port until it succeeds, with another free port each time
-/// another process grabbed the port first ([`LaunchError::PortInUse`]), at most
+/// another process grabbed the port first ([`StartError::AddressInUse`]), at most
 /// [`START_ATTEMPTS`] times. `name` names the server in the debug log.
 pub(crate) fn launch_on_a_free_port(
     name: &str,
-    mut launch: impl FnMut(u16) -> Result<(), LaunchError>,
+    mut launch: impl FnMut(u16) -> Result<(), StartError>,
 ) -> anyhow::Result<()> {
     let mut attempt = 1;
     loop {
         let port = crate::free_port();
         match launch(port) {
             Ok(()) => return Ok(()),
-            Err(LaunchError::PortInUse(e)) if attempt < START_ATTEMPTS => {
+            Err(StartError::AddressInUse(e)) if attempt < START_ATTEMPTS => {
                 tracing::debug!(port, "{name} port taken, retrying: {e:#}");
                 attempt += 1;
             }
@@ -67,33 +43,7 @@ pub(crate) fn temp_dir(name: &str) -> anyhow::Result<tempfile::TempDir> {
         })
 }
 
-/// How many bytes at the end of a log file an error message shows.
-const LOG_TAIL_BYTES: u64 = 4096;
-
 pub(crate) use common::system::log_stdio;
-
-/// The last few kilobytes of the log at `path`, for error messages.
-pub(crate) fn log_tail(path: &Path) -> String {
-    common::system::log_tail(path, LOG_TAIL_BYTES)
-}
-
-/// The current length of the file at `path` (0 if it does not exist), to
-/// read only what a new process appends later with [`log_since`].
-pub(crate) fn log_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// Everything appended to the log at `path` after byte `offset`.
-pub(crate) fn log_since(path: &Path, offset: u64) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    read().unwrap_or_default()
-}
 
 /// Sends signal `name` (e.g. `"INT"`, `"QUIT"`) to `pid` with the `kill`
 /// command. Needs no unsafe code, unlike calling `kill(2)` directly.
@@ -155,23 +105,6 @@ fn in_group_alive(stat: &str, pgid: u32) -> bool {
     group == Some(pgid) && !matches!(state, Some("Z" | "X"))
 }
 
-/// Polls `child` until it exits or `timeout` passes; `None` on timeout.
-pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) => {}
-            // The child was already reaped: treat it as gone.
-            Err(_) => return Some(ExitStatus::default()),
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Kills `child` with SIGKILL and reaps it, ignoring errors (it may be gone).
 pub(crate) fn kill_and_wait(child: &mut Child) {
     let _ = child.kill();
@@ -193,21 +126,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_collisions_are_recognised() {
-        let log = "could not bind IPv4 address \"127.0.0.1\": Address already in use";
-        assert!(matches!(
-            LaunchError::from_log(anyhow::anyhow!("x"), log),
-            LaunchError::PortInUse(_)
-        ));
-        assert!(matches!(
-            LaunchError::from_log(anyhow::anyhow!("x"), "FATAL: something else"),
-            LaunchError::Failed(_)
-        ));
-    }
-
-    #[test]
     fn a_taken_port_is_retried_on_another_and_other_failures_are_not() {
-        let port_in_use = || LaunchError::PortInUse(anyhow::anyhow!("taken"));
+        let port_in_use = || StartError::AddressInUse(anyhow::anyhow!("taken"));
 
         let mut ports = Vec::new();
         launch_on_a_free_port("test", |port| {
@@ -233,7 +153,7 @@ mod tests {
         let mut calls = 0;
         let error = launch_on_a_free_port("test", |_| {
             calls += 1;
-            Err(LaunchError::Failed(anyhow::anyhow!("broken")))
+            Err(StartError::Failed(anyhow::anyhow!("broken")))
         })
         .unwrap_err();
         assert_eq!((calls, error.to_string()), (1, "broken".into()));

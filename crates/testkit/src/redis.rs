@@ -1,24 +1,12 @@
 //! A throwaway `redis-server` with append-only persistence in a temp dir.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use servers::{Endpoint, Listen, Running, StartError};
 use tempfile::TempDir;
 
-use crate::find_binary;
-use crate::process::{
-    LaunchError, kill_and_wait, launch_on_a_free_port, log_len, log_since, log_stdio, log_tail,
-    temp_dir,
-};
-
-/// How long to wait for a fresh server to answer `PING`.
-const READY_DEADLINE: Duration = Duration::from_secs(10);
-/// Pause between readiness probes.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+use crate::process::{launch_on_a_free_port, temp_dir};
 
 /// A private `redis-server` on 127.0.0.1 with its own temp dir.
 ///
@@ -26,7 +14,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// The server is killed (SIGKILL) and its directory removed on drop.
 #[derive(Debug)]
 pub struct Redis {
-    child: Option<Child>,
+    /// Declared first: killed before `dir` is removed.
+    running: Option<Running>,
     port: u16,
     binary: PathBuf,
     log: PathBuf,
@@ -39,13 +28,14 @@ impl Redis {
     /// # Errors
     ///
     /// When `redis-server` is not installed, or does not become ready within
-    /// 10 s (the error includes the end of its log).
+    /// 60 s (the error includes the end of its log).
     pub fn start() -> anyhow::Result<Redis> {
-        let binary = find_binary("redis-server")?;
+        let binary = servers::redis::find()
+            .ok_or_else(|| anyhow::anyhow!(servers::not_found(&["redis-server"])))?;
         let dir = temp_dir("redis")?;
         let log = dir.path().join("redis.log");
         let mut redis = Redis {
-            child: None,
+            running: None,
             port: 0, // chosen below
             binary,
             log,
@@ -77,8 +67,11 @@ impl Redis {
     ///
     /// When the server does not answer `+OK`.
     pub fn require_password(&self, password: &str) -> anyhow::Result<()> {
-        let reply = call(self.port, &["CONFIG", "SET", "requirepass", password])
-            .with_context(|| format!("CONFIG SET requirepass on port {}", self.port))?;
+        let reply = servers::redis::call(
+            &Endpoint::Tcp(self.port),
+            &["CONFIG", "SET", "requirepass", password],
+        )
+        .with_context(|| format!("CONFIG SET requirepass on port {}", self.port))?;
         anyhow::ensure!(
             reply.starts_with(b"+OK\r\n"),
             "CONFIG SET requirepass on port {} answered {}",
@@ -92,9 +85,8 @@ impl Redis {
     /// if it is not running. Writes not yet fsynced to the append-only file
     /// may be lost, as in a real crash.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            tracing::debug!(port = self.port, "killing redis");
-            kill_and_wait(&mut child);
+        if let Some(mut running) = self.running.take() {
+            running.kill();
         }
     }
 
@@ -106,8 +98,7 @@ impl Redis {
     ///
     /// When the server is not running or the signal cannot be sent.
     pub fn pause(&self) -> anyhow::Result<()> {
-        let child = self.child.as_ref().context("redis-server is not running")?;
-        crate::process::send_signal(child.id(), "STOP")
+        self.running()?.signal("STOP")
     }
 
     /// Lets a paused server go on (SIGCONT).
@@ -116,8 +107,7 @@ impl Redis {
     ///
     /// When the server is not running or the signal cannot be sent.
     pub fn resume(&self) -> anyhow::Result<()> {
-        let child = self.child.as_ref().context("redis-server is not running")?;
-        crate::process::send_signal(child.id(), "CONT")
+        self.running()?.signal("CONT")
     }
 
     /// Starts the server again on the same port and directory (so the
@@ -126,97 +116,27 @@ impl Redis {
     ///
     /// # Errors
     ///
-    /// When the server does not become ready within 10 s, e.g. because
+    /// When the server does not become ready within 60 s, e.g. because
     /// another process took the port meanwhile.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.launch().map_err(LaunchError::into_inner)
+        self.launch().map_err(StartError::into_inner)
     }
 
-    /// Spawns `redis-server` on `self.port` and waits for `PING`.
-    fn launch(&mut self) -> Result<(), LaunchError> {
-        let failed = |e: anyhow::Error| LaunchError::Failed(e);
-        let offset = log_len(&self.log);
-        let (stdout, stderr) = log_stdio(&self.log).map_err(failed)?;
-        let port = self.port.to_string();
-        let mut child = Command::new(&self.binary)
-            .arg("--port")
-            .arg(&port)
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--appendonly", "yes"])
-            .args(["--appendfsync", "everysec"])
-            .args(["--save", ""])
-            .args(["--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot spawn {}", self.binary.display()))
-            .map_err(failed)?;
-        tracing::debug!(port = self.port, pid = child.id(), dir = %self.dir.path().display(), "started redis");
-
-        let deadline = Instant::now() + READY_DEADLINE;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let error = anyhow::anyhow!(
-                    "redis-server on port {} exited during startup ({status})\n{}",
-                    self.port,
-                    log_tail(&self.log)
-                );
-                return Err(LaunchError::from_log(error, &log_since(&self.log, offset)));
-            }
-            if ping(self.port) {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                kill_and_wait(&mut child);
-                return Err(failed(anyhow::anyhow!(
-                    "redis-server on port {} did not answer PING within {READY_DEADLINE:?}\n{}",
-                    self.port,
-                    log_tail(&self.log)
-                )));
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+    fn running(&self) -> anyhow::Result<&Running> {
+        self.running.as_ref().context("redis-server is not running")
     }
-}
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+    /// Starts `redis-server` on `self.port` and waits for `PING`.
+    fn launch(&mut self) -> Result<(), StartError> {
+        let server = servers::redis::server(
+            &self.binary,
+            self.dir.path(),
+            Listen::Tcp(self.port),
+            self.log.clone(),
+        )
+        .map_err(StartError::Failed)?;
+        self.running = Some(server.start(&|| false)?);
+        Ok(())
     }
-}
-
-/// Whether a server on 127.0.0.1:`port` answers `PING` with `+PONG`
-/// (a server still loading its data answers `-LOADING` instead).
-fn ping(port: u16) -> bool {
-    call(port, &["PING"]).is_ok_and(|reply| reply.starts_with(b"+PONG\r\n"))
-}
-
-/// Sends one command to the server on 127.0.0.1:`port` and returns the first line of its
-/// reply (`+OK\r\n`, `-ERR …\r\n`, …), with short timeouts.
-fn call(port: u16, args: &[&str]) -> std::io::Result<Vec<u8>> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes())?;
-    let mut reply = Vec::new();
-    let mut buf = [0_u8; 64];
-    while !reply.ends_with(b"\r\n") && reply.len() < 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&buf[..n]);
-    }
-    Ok(reply)
 }

@@ -24,10 +24,9 @@ use ::http::{Method, Request, StatusCode, Uri};
 use common::config::Config;
 use common::web::{self, Limits, Resp};
 use hyper::body::Incoming;
+use servers::ChildStats;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-use crate::supervise::ChildStats;
 
 /// A supervised server, as `/metrics` shows it.
 pub type ChildInfo = (&'static str, Arc<ChildStats>);
@@ -204,13 +203,13 @@ fn metrics(routes: &Routes) -> String {
                 "voting_daemon_up",
                 "1 while the supervised server runs.",
                 "gauge",
-                (|s: &ChildStats| s.up.get()) as fn(&ChildStats) -> u64,
+                (|s: &ChildStats| s.up()) as fn(&ChildStats) -> u64,
             ),
             (
                 "voting_daemon_restarts_total",
                 "Restarts of the supervised server after it died.",
                 "counter",
-                |s: &ChildStats| s.restarts.get(),
+                |s: &ChildStats| s.restarts(),
             ),
         ];
         for (name, help, kind, value) in families {

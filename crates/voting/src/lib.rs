@@ -7,11 +7,10 @@
 //!   the worker's loop beside it; composite `/healthz`, `/readyz`, `/metrics`.
 //! - [`plan`]: before anything is logged or bound, which servers to start, and the programs,
 //!   data directory and system user that takes; a missing program stops the binary there.
-//! - [`daemons`]: Redis and PostgreSQL: data directories (`initdb` on first use), command
-//!   lines, readiness probes, stop signals.
-//! - [`supervise`]: the small init system: start and wait until ready, restart with capped
+//! - [`daemons`]: where its Redis and PostgreSQL live (sockets and logs in the data
+//!   directory), the lock on it, the servers an earlier run left behind.
+//! - The `servers` crate, shared with testkit: starting them, readiness, restart with capped
 //!   backoff, stop with a deadline and then SIGKILL, never leaving a child behind.
-//! - `common::system`: users, permissions, programs on `PATH`, signals, shared with testkit.
 //! - [`tools`]: `voting psql`, `voting redis-cli` and `voting reset`, on the servers it uses.
 //!
 //! # Entry points
@@ -27,7 +26,6 @@
 pub mod app;
 pub mod daemons;
 pub mod plan;
-pub mod supervise;
 pub mod tools;
 
 use std::future::Future;
@@ -40,7 +38,7 @@ use tokio::sync::watch;
 pub use app::App;
 pub use plan::Plan;
 
-use crate::supervise::Supervised;
+use servers::{Server, Supervised};
 
 /// Serves the whole app on `listener` until `shutdown` completes, using the Redis and
 /// PostgreSQL the configuration names as they are (nothing is started).
@@ -207,23 +205,15 @@ impl Daemons {
         let lock = daemons::prepare_data_dir(plan)?;
         daemons::stop_leftovers(plan).await?;
 
-        let mut redis_cancel = cancel.clone();
-        let redis = async {
-            let Some(redis) = &plan.redis else {
-                return Ok(None);
-            };
-            let daemon = daemons::redis(redis, &plan.data_dir)?;
-            supervise::start(daemon, &mut redis_cancel).await
-        };
-        let mut postgres_cancel = cancel.clone();
-        let postgres = async {
-            let Some(pg) = &plan.postgres else {
-                return Ok(None);
-            };
-            let daemon = daemons::postgres(pg, &plan.data_dir).await?;
-            supervise::start(daemon, &mut postgres_cancel).await
-        };
-        let (redis, postgres) = tokio::join!(redis, postgres);
+        let redis = plan.redis.clone().map(|redis| {
+            let data_dir = plan.data_dir.clone();
+            move || daemons::redis(&redis, &data_dir)
+        });
+        let postgres = plan.postgres.clone().map(|pg| {
+            let data_dir = plan.data_dir.clone();
+            move || daemons::postgres(&pg, &data_dir)
+        });
+        let (redis, postgres) = tokio::join!(supervise(redis, cancel), supervise(postgres, cancel));
 
         let mut started = Daemons {
             _lock: Some(lock),
@@ -262,11 +252,28 @@ impl Daemons {
 
     /// PostgreSQL first, then Redis.
     async fn stop(self) {
-        if let Some(pg) = self.postgres {
-            pg.stop().await;
-        }
-        if let Some(redis) = self.redis {
-            redis.stop().await;
+        let stopped = tokio::task::spawn_blocking(move || {
+            self.postgres
+                .into_iter()
+                .chain(self.redis)
+                .for_each(Supervised::stop);
+        });
+        if let Err(e) = stopped.await {
+            tracing::error!(error = %e, "stopping the servers failed");
         }
     }
+}
+
+/// Makes the server with `make` (`initdb` included), starts it and waits until it is ready,
+/// on a blocking thread: see [`Supervised::start`]. `None` for no server, or when `cancel`
+/// turned true first.
+async fn supervise(
+    make: Option<impl FnOnce() -> anyhow::Result<Server> + Send + 'static>,
+    cancel: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<Supervised>> {
+    let Some(make) = make else {
+        return Ok(None);
+    };
+    let cancel = cancel.clone();
+    tokio::task::spawn_blocking(move || Supervised::start(make()?, &|| *cancel.borrow())).await?
 }

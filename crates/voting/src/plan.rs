@@ -21,15 +21,11 @@ use common::config::{Config, PostgresUrl, RedisUrl};
 use common::secret::SecretUrl;
 
 use common::system;
+pub use servers::postgres::SOCKET_PORT as POSTGRES_SOCKET_PORT;
+use servers::postgres::USER as POSTGRES_USER;
 
-/// What to install when a program is missing.
-pub const INSTALL_HINT: &str = "apt-get install redis-server postgresql, or nix develop";
-/// The system user PostgreSQL runs as when this process runs as root (PostgreSQL refuses root).
-pub const POSTGRES_USER: &str = "postgres";
 /// The data directory of root, whose home the `postgres` user cannot enter.
 const ROOT_DATA_DIR: &str = "/var/lib/voting";
-/// The port in the name of PostgreSQL's socket file (no TCP port is opened).
-pub const POSTGRES_SOCKET_PORT: u16 = 5432;
 /// The longest path of a Unix socket (`sun_path` holds 108 bytes with the final NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -144,11 +140,13 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
     if !own_redis && !own_postgres {
         return Ok(Plan::default());
     }
-    let root = system::is_root();
-    let data_dir = data_dir(&config.voting.data_dir, root, |name| std::env::var_os(name))?;
+    let data_dir = data_dir(&config.voting.data_dir, system::is_root(), |name| {
+        std::env::var_os(name)
+    })?;
 
-    let redis_server = own_redis.then(|| system::find_on_path("redis-server"));
-    let postgres_programs = own_postgres.then(|| find_postgres(&data_dir.join("postgres")));
+    let redis_server = own_redis.then(servers::redis::find);
+    let cluster = PostgresPlan::cluster_in(&data_dir);
+    let postgres_programs = own_postgres.then(|| servers::postgres::find(Some(&cluster)));
     let mut missing = Vec::new();
     if let Some(None) = redis_server {
         missing.push("redis-server");
@@ -157,11 +155,7 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
         missing.push("PostgreSQL (initdb and postgres)");
     }
     if !missing.is_empty() {
-        let them = if missing.len() == 1 { "it" } else { "them" };
-        return Err(format!(
-            "{} not found: install {them} ({INSTALL_HINT})",
-            missing.join(" and ")
-        ));
+        return Err(servers::not_found(&missing));
     }
 
     let mut plan = Plan {
@@ -172,29 +166,20 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
         plan.redis = Some(RedisPlan::new(&plan.data_dir, server));
     }
     if let Some(Some((initdb, postgres))) = postgres_programs {
-        let run_as = if root {
-            let ids = system::lookup_user(POSTGRES_USER).ok_or_else(|| {
-                format!(
-                    "running as root, but PostgreSQL refuses to run as root and there is no \
-                     `{POSTGRES_USER}` system user to run it as: create it (useradd --system \
-                     {POSTGRES_USER}) or install PostgreSQL ({INSTALL_HINT})"
-                )
-            })?;
-            if let Some(blocked) = system::untraversable_ancestor(&plan.data_dir, ids.0, ids.1) {
-                return Err(format!(
-                    "the {POSTGRES_USER} user cannot enter {}, which holds the data directory \
-                     {}: set voting.data_dir (VOTING_VOTING__DATA_DIR) to a directory it can \
-                     reach, such as {ROOT_DATA_DIR}",
-                    blocked.display(),
-                    plan.data_dir.display()
-                ));
-            }
-            Some(ids)
-        } else {
-            None
-        };
+        let run_as = servers::postgres::run_as()?;
+        if let Some((uid, gid)) = run_as
+            && let Some(blocked) = system::untraversable_ancestor(&plan.data_dir, uid, gid)
+        {
+            return Err(format!(
+                "the {POSTGRES_USER} user cannot enter {}, which holds the data directory \
+                 {}: set voting.data_dir (VOTING_VOTING__DATA_DIR) to a directory it can \
+                 reach, such as {ROOT_DATA_DIR}",
+                blocked.display(),
+                plan.data_dir.display()
+            ));
+        }
         plan.postgres = Some(PostgresPlan {
-            cluster: PostgresPlan::cluster_in(&plan.data_dir),
+            cluster,
             initdb,
             postgres,
             run_as,
@@ -256,36 +241,6 @@ pub fn data_dir(
                 .to_string(),
         ),
     }
-}
-
-/// `initdb` and `postgres` from one installation: the first directory of `PATH` that has
-/// both, then Debian's `/usr/lib/postgresql/<version>/bin`, highest version first. An existing
-/// cluster in `cluster` prefers the Debian installation of its own major version.
-pub fn find_postgres(cluster: &Path) -> Option<(PathBuf, PathBuf)> {
-    let pair = |dir: &Path| {
-        let (initdb, postgres) = (dir.join("initdb"), dir.join("postgres"));
-        (system::is_executable(&initdb) && system::is_executable(&postgres))
-            .then_some((initdb, postgres))
-    };
-    if let Ok(version) = std::fs::read_to_string(cluster.join("PG_VERSION"))
-        && let Some(found) = pair(
-            &Path::new(system::DEBIAN_POSTGRES)
-                .join(version.trim())
-                .join("bin"),
-        )
-    {
-        return Some(found);
-    }
-    if let Some(initdb) = system::find_on_path("initdb") {
-        let dir = initdb.parent().unwrap_or(Path::new("/"));
-        if let Some(found) = pair(dir) {
-            return Some(found);
-        }
-        if let Some(postgres) = system::find_on_path("postgres") {
-            return Some((initdb, postgres));
-        }
-    }
-    system::postgres_bin_dirs().iter().find_map(|dir| pair(dir))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use common::service::Tool;
 use common::system;
 
 use crate::daemons;
-use crate::plan::{INSTALL_HINT, PostgresPlan, RedisPlan};
+use crate::plan::{PostgresPlan, RedisPlan};
 
 /// The subcommands of the `voting` binary.
 pub const TOOLS: &[Tool] = &[
@@ -178,7 +178,7 @@ fn exec(
     extra: Vec<String>,
 ) -> ExitCode {
     let Some(program) = program else {
-        return fail(&format!("{name} not found: install it ({INSTALL_HINT})"));
+        return fail(&servers::not_found(&[name]));
     };
     let error = std::process::Command::new(&program)
         .args(&invocation.args)
