@@ -9,7 +9,9 @@
 //! - [`schema`]: the embedded, idempotent SQL schema, applied under an advisory lock.
 //! - [`web`]: serving hyper connections with limits and graceful shutdown, plus small
 //!   response helpers.
-//! - [`metrics`]: Prometheus text exposition for plain atomic counters.
+//! - [`metrics`]: atomic counters and gauges, read at scrape time through prometheus-client.
+//! - [`embed`]: [`embed::Embed`], the one shape of vote, result and the worker, and
+//!   [`embed::run`], which serves one alone.
 //! - [`nofile`]: the open-file limit: raised to the hard limit at start, logged, checked
 //!   against the configured caps, and shown in `/metrics`.
 //! - [`telemetry`]: tracing setup (text or JSON).
@@ -25,6 +27,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod healthcheck;
 pub mod metrics;

@@ -12,7 +12,7 @@
 use std::io;
 
 use crate::config::{Config, Service};
-use crate::metrics::Exposition;
+use crate::metrics::{self, Registry};
 
 /// Descriptors kept aside for what is not a connection: standard streams, the runtime's
 /// epoll and wake-up descriptors, the listener, a configuration or password file, and the
@@ -116,25 +116,26 @@ pub fn raise_and_check(service: Service, config: &Config) {
     }
 }
 
-/// `process_max_fds` (the soft limit) and `process_open_fds`, read now: every `/metrics`
-/// answer ends with them ([`crate::web::metrics`]).
-pub fn exposition() -> String {
-    let mut e = Exposition::default();
-    if let Ok((soft, _)) = current() {
-        e.gauge(
-            "process_max_fds",
-            "The soft limit of open files this process runs with.",
-            soft,
-        );
-    }
-    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-        e.gauge(
-            "process_open_fds",
-            "Open file descriptors.",
-            entries.count() as u64,
-        );
-    }
-    e.finish()
+/// Registers `process_max_fds` (the soft limit) and `process_open_fds`, read at each scrape:
+/// every `/metrics` answer has them ([`crate::web::metrics`]).
+pub fn register(registry: &mut Registry) {
+    metrics::register(registry, (), |(), f| {
+        if let Ok((soft, _)) = current() {
+            f.gauge(
+                "process_max_fds",
+                "The soft limit of open files this process runs with.",
+                soft,
+            )?;
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            f.gauge(
+                "process_open_fds",
+                "Open file descriptors.",
+                entries.count() as u64,
+            )?;
+        }
+        Ok(())
+    });
 }
 
 #[cfg(test)]
@@ -177,7 +178,9 @@ mod tests {
 
     #[test]
     fn metrics_show_the_limit_and_the_open_descriptors() {
-        let text = exposition();
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let text = metrics::encode(&registry);
         let (soft, _) = current().unwrap();
         assert!(
             text.contains(&format!("\nprocess_max_fds {soft}\n")),

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Sleep;
 
 use crate::config::HttpConfig;
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Registry};
 
 pub type Body = Full<Bytes>;
 pub type Resp = Response<Body>;
@@ -412,13 +412,16 @@ pub fn method_not_allowed(allow: &'static str) -> Resp {
     resp
 }
 
-/// Prometheus text, followed by the process's open-file gauges ([`crate::nofile::exposition`]).
-pub fn metrics(mut body: String) -> Resp {
-    body.push_str(&crate::nofile::exposition());
+/// `GET /metrics`: what `register` registers, then the process's open-file gauges
+/// ([`crate::nofile::register`]), read now, as Prometheus text.
+pub fn metrics(register: impl FnOnce(&mut Registry)) -> Resp {
+    let mut registry = Registry::default();
+    register(&mut registry);
+    crate::nofile::register(&mut registry);
     respond(
         StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        body,
+        crate::metrics::CONTENT_TYPE,
+        crate::metrics::encode(&registry),
     )
 }
 

@@ -15,27 +15,32 @@
 //! Anything else is `404`, or `405` with `Allow` on a known path. Nothing here touches
 //! PostgreSQL: every answer reads the feed's latest snapshot.
 
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::http::header::{self, HeaderValue};
 use ::http::{Method, Request, StatusCode};
 use askama::Template;
 use bytes::Bytes;
 use common::config::Config;
-use common::metrics::{Counter, Exposition};
+use common::embed::Embed;
+use common::metrics::{self, Counter, Families, Registry};
 use common::web::{self, Resp};
 use domain::options::Options;
 use hyper::body::Incoming;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::feed::FeedStats;
+use crate::feed::{Feed, FeedStats};
 use crate::join;
 use crate::numbers;
 use crate::page::{Join, ResultPage, SCRIPT_JS, STYLE_CSS};
 use crate::snapshot::Snapshot;
 use crate::socket::{self, Hub};
 
-/// Everything the handlers share.
+/// The result service: the feed, the sockets' hub and everything the handlers share
+/// ([`Embed`] builds it).
 pub struct State {
     options: Options,
     question: String,
@@ -50,42 +55,86 @@ pub struct State {
     trust_proxy: bool,
     pages: Counter,
     api: Counter,
+    /// The feed's task and the sockets' heartbeat.
+    tasks: [JoinHandle<()>; 2],
 }
 
-impl State {
-    pub fn new(
-        config: &Config,
-        snapshots: watch::Receiver<Arc<Snapshot>>,
-        hub: Arc<Hub>,
-        feed: Arc<FeedStats>,
-    ) -> State {
-        State {
+impl Embed for State {
+    /// Starts the feed and the sockets' heartbeat; nothing connects before the feed's first
+    /// attempt.
+    fn start(config: &Config) -> anyhow::Result<State> {
+        let stats = Arc::new(FeedStats::default());
+        let (feed, snapshots) = Feed::new(config, stats.clone())?;
+        let hub = Arc::new(Hub::new(config.result.max_sockets));
+        let feed_task = tokio::spawn(feed.run(hub.stop_signal()));
+        let heartbeat = tokio::spawn({
+            let hub = hub.clone();
+            let mut stop = hub.stop_signal();
+            async move {
+                let start = tokio::time::Instant::now() + socket::PING_INTERVAL;
+                let mut ticks = tokio::time::interval_at(start, socket::PING_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => hub.beat(),
+                        _ = socket::stopped(&mut stop) => return,
+                    }
+                }
+            }
+        });
+        Ok(State {
             options: config.options(),
             question: config.question(),
             public_url: config.public_url.clone(),
             show_qr: config.result.show_qr,
             snapshots,
             hub,
-            feed,
+            feed: stats,
             trust_proxy: config.http.trust_proxy,
             pages: Counter::default(),
             api: Counter::default(),
-        }
+            tasks: [feed_task, heartbeat],
+        })
     }
 
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
+        let mut resp = route(&self, req).await;
+        web::harden(&mut resp);
+        resp
+    }
+
+    /// Not ready without a fresh tally from PostgreSQL.
+    async fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.snapshot().stale {
+            let why = self
+                .feed
+                .error()
+                .unwrap_or_else(|| "no tally read yet".to_string());
+            problems.push(format!("postgres: {why}"));
+        }
+        problems
+    }
+
+    fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        metrics::register(registry, self.clone(), write_metrics);
+    }
+
+    /// Closes every socket (1001, waiting up to `grace` for them) and stops the feed.
+    async fn stop(&self, grace: Duration) {
+        self.hub.shut_down(grace).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl State {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()
     }
 }
 
-/// Routes one request.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
-    let mut resp = route(&state, req);
-    web::harden(&mut resp);
-    resp
-}
-
-fn route(state: &State, req: Request<Incoming>) -> Resp {
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     match (req.uri().path(), method) {
         ("/", Method::GET | Method::HEAD) => page(state, &req),
@@ -103,8 +152,8 @@ fn route(state: &State, req: Request<Incoming>) -> Resp {
             web::asset("image/svg+xml", common::FAVICON_SVG)
         }
         ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
-        ("/readyz", Method::GET | Method::HEAD) => readyz(state),
-        ("/metrics", Method::GET) => web::metrics(metrics(state)),
+        ("/readyz", Method::GET | Method::HEAD) => web::readiness(&state.problems().await),
+        ("/metrics", Method::GET) => web::metrics(|registry| state.register_metrics(registry)),
         ("/ws" | "/metrics", _) => web::method_not_allowed("GET"),
         (
             "/"
@@ -177,40 +226,22 @@ fn seconds(micros: u64) -> f64 {
     micros as f64 / 1e6
 }
 
-fn readyz(state: &State) -> Resp {
-    web::readiness(&problems(state))
-}
-
-/// What keeps the service from being ready (no fresh tally from PostgreSQL); empty when ready.
-pub fn problems(state: &State) -> Vec<String> {
-    let mut problems = Vec::new();
-    if state.snapshot().stale {
-        let why = state
-            .feed
-            .error()
-            .unwrap_or_else(|| "no tally read yet".to_string());
-        problems.push(format!("postgres: {why}"));
-    }
-    problems
-}
-
-/// The service's Prometheus text (`GET /metrics`).
-pub fn metrics(state: &State) -> String {
+/// The service's metrics, read at each scrape.
+fn write_metrics(state: &Arc<State>, f: &mut Families<'_>) -> fmt::Result {
     let hub = &state.hub;
     let feed = &state.feed;
     let snapshot = state.snapshot();
-    let mut e = Exposition::default();
-    e.gauge(
+    f.gauge(
         "result_sockets_open",
         "WebSockets open now.",
         hub.open() as u64,
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_sockets_opened_total",
         "WebSockets opened.",
         hub.opened.get(),
-    )
-    .labeled_counter(
+    )?;
+    f.labeled_counter(
         "result_sockets_refused_total",
         "WebSocket requests refused before upgrading, by reason.",
         "reason",
@@ -219,8 +250,8 @@ pub fn metrics(state: &State) -> String {
             ("cross_origin", hub.refused_cross_origin.get()),
             ("not_websocket", hub.refused_not_websocket.get()),
         ],
-    )
-    .labeled_counter(
+    )?;
+    f.labeled_counter(
         "result_sockets_dropped_total",
         "WebSockets ended by the server, by reason.",
         "reason",
@@ -230,38 +261,38 @@ pub fn metrics(state: &State) -> String {
             ("too_large", hub.closed_too_large.get()),
             ("protocol", hub.closed_protocol.get()),
         ],
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_frames_sent_total",
         "Snapshot frames sent to sockets.",
         hub.frames.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_snapshots_published_total",
         "Snapshots published to the sockets.",
         feed.published.get(),
-    )
-    .gauge(
+    )?;
+    f.gauge(
         "result_snapshot_version",
         "Version of the current snapshot.",
         snapshot.version,
-    )
-    .gauge(
+    )?;
+    f.gauge(
         "result_snapshot_stale",
         "1 while the current snapshot could not be confirmed with PostgreSQL.",
         u64::from(snapshot.stale),
-    )
-    .gauge(
-        "result_votes_total",
+    )?;
+    f.gauge(
+        "result_snapshot_votes",
         "Votes in the current snapshot.",
         snapshot.total,
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_notifications_received_total",
         "NOTIFY messages received from the worker.",
         feed.notifications.get(),
-    )
-    .labeled_counter(
+    )?;
+    f.labeled_counter(
         "result_refreshes_total",
         "Reads of the tallies table, by trigger.",
         "trigger",
@@ -270,47 +301,46 @@ pub fn metrics(state: &State) -> String {
             ("poll", feed.refreshes_poll.get()),
             ("connect", feed.refreshes_connect.get()),
         ],
-    )
-    .summary(
+    )?;
+    f.sum_and_count(
         "result_notify_lag_seconds",
         "Delays from a notification's arrival to the publication of its snapshot.",
         seconds(feed.lag_sum_us.get()),
         feed.lag_count.get(),
-    )
-    .gauge_f64(
+    )?;
+    f.gauge_f64(
         "result_notify_lag_last_seconds",
         "The last notification-to-publication delay.",
         seconds(feed.lag_last_us.get()),
-    )
-    .gauge_f64(
+    )?;
+    f.gauge_f64(
         "result_notify_lag_max_seconds",
         "The largest notification-to-publication delay.",
         seconds(feed.lag_max_us.get()),
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_feed_connects_total",
         "Connections of the feed to PostgreSQL.",
         feed.connects.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_feed_failures_total",
         "Feed connections lost or failed.",
         feed.failures.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_pages_total",
         "Results pages served.",
         state.pages.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_api_requests_total",
         "GET /api/tally answered.",
         state.api.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "result_connections_write_timeout_total",
         "Connections closed because the client took none of its answer within http.write_timeout_ms (this process).",
         web::WRITE_TIMEOUTS.get(),
-    );
-    e.finish()
+    )
 }

@@ -2,7 +2,8 @@
 //! stream for the worker. It never talks to PostgreSQL.
 //!
 //! # Layout
-//! - [`routes`]: the router (every route is listed at its top) and the handlers.
+//! - [`routes`]: the router (every route is listed at its top) and the handlers; its
+//!   `State` is the service, as `common::embed::Embed` shapes it.
 //! - [`input`]: parsing of what a client sends: form body, JSON body, cookies, cross-site checks.
 //! - [`queue`]: appending a ballot to the stream, refusing when the backlog is over its bound.
 //! - [`page`]: the askama template of the page.
@@ -14,7 +15,6 @@ pub mod queue;
 pub mod routes;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use common::config::Config;
 use tokio::net::TcpListener;
@@ -25,13 +25,5 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(routes::State::new(&config)?);
-    let limits = common::web::Limits::from(&config.http);
-    common::web::serve(
-        listener,
-        limits,
-        move |req| routes::handle(state.clone(), req),
-        shutdown,
-    )
-    .await
+    common::embed::run::<routes::State>(config, listener, shutdown).await
 }

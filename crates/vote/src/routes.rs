@@ -16,15 +16,18 @@
 //! answer in time and may still apply it. The voter id is the vote's idempotency key, so
 //! voting again after that never counts twice.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ::http::header::{self, HeaderValue};
 use ::http::{Method, Request, StatusCode};
 use askama::Template;
 use common::backoff::Outage;
 use common::config::Config;
-use common::metrics::{Counter, Exposition};
+use common::embed::Embed;
+use common::metrics::{self, Counter, Families, Registry};
 use common::web::{self, Limits, Resp, read_body};
 use domain::options::{OptionKey, Options};
 use domain::origin;
@@ -43,7 +46,7 @@ pub const VOTER_COOKIE: &str = "voter_id";
 pub const CHOICE_COOKIE: &str = "vote_choice";
 const COOKIE_MAX_AGE: u32 = 365 * 24 * 3600;
 
-/// Everything the handlers share.
+/// The vote service: everything the handlers share ([`Embed`] builds it).
 pub struct State {
     options: Options,
     question: String,
@@ -76,8 +79,9 @@ struct Metrics {
     unconfirmed: Counter,
 }
 
-impl State {
-    pub fn new(config: &Config) -> anyhow::Result<State> {
+/// The vote service: nothing runs in the background, so stopping it has nothing to do.
+impl Embed for State {
+    fn start(config: &Config) -> anyhow::Result<State> {
         Ok(State {
             options: config.options(),
             question: config.question(),
@@ -92,6 +96,28 @@ impl State {
         })
     }
 
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
+        let mut resp = route(&self, req).await;
+        web::harden(&mut resp);
+        resp
+    }
+
+    async fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.queue.redis().ping().await {
+            problems.push(format!("redis: {}", common::error::describe(&e)));
+        }
+        problems
+    }
+
+    fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        metrics::register(registry, self.clone(), write_metrics);
+    }
+
+    async fn stop(&self, _grace: Duration) {}
+}
+
+impl State {
     /// A vote the queue did not confirm, for the log.
     fn queue_failed(&self, e: &anyhow::Error, outcome: &'static str) {
         let reason = common::error::describe(e);
@@ -138,14 +164,7 @@ impl State {
     }
 }
 
-/// Routes one request.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
-    let mut resp = route(&state, req).await;
-    web::harden(&mut resp);
-    resp
-}
-
-async fn route(state: &State, req: Request<Incoming>) -> Resp {
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     match (req.uri().path(), method) {
         ("/", Method::GET | Method::HEAD) => page(state, &req),
@@ -160,8 +179,8 @@ async fn route(state: &State, req: Request<Incoming>) -> Resp {
             web::asset("image/svg+xml", common::FAVICON_SVG)
         }
         ("/healthz", Method::GET | Method::HEAD) => web::text(StatusCode::OK, "ok"),
-        ("/readyz", Method::GET | Method::HEAD) => readyz(state).await,
-        ("/metrics", Method::GET) => web::metrics(metrics(state)),
+        ("/readyz", Method::GET | Method::HEAD) => web::readiness(&state.problems().await),
+        ("/metrics", Method::GET) => web::metrics(|registry| state.register_metrics(registry)),
         ("/static/style.css" | "/static/favicon.svg" | "/healthz" | "/readyz", _) => {
             web::method_not_allowed("GET, HEAD")
         }
@@ -428,29 +447,15 @@ fn set_cookie(resp: &mut Resp, name: &str, value: &str, secure: bool) {
     resp.headers_mut().append(header::SET_COOKIE, value);
 }
 
-async fn readyz(state: &State) -> Resp {
-    web::readiness(&problems(state).await)
-}
-
-/// What keeps the service from being ready (Redis not answering); empty when ready.
-pub async fn problems(state: &State) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Err(e) = state.queue.redis().ping().await {
-        problems.push(format!("redis: {}", common::error::describe(&e)));
-    }
-    problems
-}
-
-/// The service's Prometheus text (`GET /metrics`).
-pub fn metrics(state: &State) -> String {
+/// The service's metrics, read at each scrape.
+fn write_metrics(state: &Arc<State>, f: &mut Families<'_>) -> fmt::Result {
     let m = &state.metrics;
-    let mut e = Exposition::default();
-    e.counter(
+    f.counter(
         "vote_votes_accepted_total",
         "Votes queued in the stream.",
         m.accepted.get(),
-    )
-    .labeled_counter(
+    )?;
+    f.labeled_counter(
         "vote_votes_refused_total",
         "Votes refused, by reason; none of them was queued.",
         "reason",
@@ -463,17 +468,16 @@ pub fn metrics(state: &State) -> String {
             ("queue_full", m.refused_queue_full.get()),
             ("queue_unavailable", m.refused_queue_down.get()),
         ],
-    )
-    .counter(
+    )?;
+    f.counter(
         "vote_votes_unconfirmed_total",
         "Votes answered 503 because Redis gave no answer in time: they may be counted.",
         m.unconfirmed.get(),
-    )
-    .counter("vote_pages_total", "Voting pages served.", m.pages.get())
-    .counter(
+    )?;
+    f.counter("vote_pages_total", "Voting pages served.", m.pages.get())?;
+    f.counter(
         "vote_connections_write_timeout_total",
         "Connections closed because the client took none of its answer within http.write_timeout_ms (this process).",
         web::WRITE_TIMEOUTS.get(),
-    );
-    e.finish()
+    )
 }

@@ -14,7 +14,7 @@
 //! method, headers, body, query and extensions (hyper's upgrade among them, so the result
 //! service answers the WebSocket handshake itself).
 
-use std::fmt::Write;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -22,107 +22,98 @@ use ::http::header::{self, HeaderValue};
 use ::http::uri::PathAndQuery;
 use ::http::{Method, Request, StatusCode, Uri};
 use common::config::Config;
+use common::embed::Embed;
+use common::metrics::{self, Families};
 use common::web::{self, Limits, Resp};
 use hyper::body::Incoming;
 use servers::ChildStats;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// A supervised server, as `/metrics` shows it.
 pub type ChildInfo = (&'static str, Arc<ChildStats>);
 
-/// The services, built and not yet serving.
+/// The services, started and not yet serving.
 pub struct App {
-    routes: Arc<Routes>,
-    result: result::Service,
-    worker: worker::Worker,
+    services: Arc<Services>,
     limits: Limits,
 }
 
-/// What the router needs of each service.
-struct Routes {
+/// The three services, each a [`common::embed::Embed`], and the supervised servers.
+struct Services {
     vote: Arc<vote::routes::State>,
     result: Arc<result::routes::State>,
-    worker: Arc<worker::step::Status>,
-    children: Vec<ChildInfo>,
+    worker: Arc<worker::Loop>,
+    children: Arc<[ChildInfo]>,
 }
 
 impl App {
-    /// Builds vote, result (its feed starts) and the worker from one configuration; nothing
-    /// waits for Redis or PostgreSQL. `children` are the supervised servers, for `/metrics`.
+    /// Starts vote, result (its feed) and the worker (its loop) from one configuration;
+    /// nothing waits for Redis or PostgreSQL. `children` are the supervised servers, for
+    /// `/metrics`.
     pub fn start(config: &Config, children: Vec<ChildInfo>) -> anyhow::Result<App> {
-        let vote = Arc::new(vote::routes::State::new(config)?.single_process());
-        let result = result::Service::start(config)?;
-        let worker = worker::Worker::new(config)?;
-        tracing::info!(consumer = worker.consumer(), "worker starting");
-        let routes = Arc::new(Routes {
-            vote,
-            result: result.state(),
-            worker: worker.status(),
-            children,
-        });
+        let services = Services {
+            vote: Arc::new(vote::routes::State::start(config)?.single_process()),
+            result: Arc::new(result::routes::State::start(config)?),
+            worker: Arc::new(worker::Loop::start(config)?),
+            children: children.into(),
+        };
         Ok(App {
-            routes,
-            result,
-            worker,
+            services: Arc::new(services),
             limits: Limits::from(&config.http),
         })
     }
 
-    /// Serves on `listener` and runs the worker until `shutdown` completes; then drains the
-    /// open requests, lets the worker finish its batch, and closes the WebSockets.
+    /// Serves on `listener` until `shutdown` completes; then drains the open requests, lets
+    /// the worker finish its batch, and closes the WebSockets.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let worker = tokio::spawn(worker::run_loop(self.worker, async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }));
-        let routes = self.routes;
+        let services = self.services;
         let grace = self.limits.shutdown_grace;
-        let stop = &stop_tx;
-        let served = common::web::serve(
+        let handler = services.clone();
+        let served = web::serve(
             listener,
             self.limits,
-            move |req| handle(routes.clone(), req),
-            async move {
-                shutdown.await;
-                // The worker stops between batches while the requests drain.
-                stop.send_replace(true);
-            },
+            move |req| handle(handler.clone(), req),
+            shutdown,
         )
         .await;
-        stop_tx.send_replace(true);
-        if let Err(e) = worker.await {
-            tracing::error!(error = %e, "the worker task failed");
-        }
-        self.result.stop(grace).await;
+        tokio::join!(
+            services.vote.stop(grace),
+            services.result.stop(grace),
+            services.worker.stop(grace)
+        );
         served
     }
 }
 
 /// Routes one request.
-async fn handle(routes: Arc<Routes>, req: Request<Incoming>) -> Resp {
+async fn handle(services: Arc<Services>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     if let Some(rest) = under(&path, "/vote") {
         return match rewrite(req, rest.to_owned()) {
-            Ok(req) => vote::routes::handle(routes.vote.clone(), req).await,
+            Ok(req) => services.vote.clone().handle(req).await,
             Err(req) => redirect(&req, "/vote/"),
         };
     }
     if let Some(rest) = under(&path, "/result") {
         return match rewrite(req, rest.to_owned()) {
-            Ok(req) => result::routes::handle(routes.result.clone(), req).await,
+            Ok(req) => services.result.clone().handle(req).await,
             Err(req) => redirect(&req, "/result/"),
         };
     }
     let mut resp = match (path.as_str(), req.method()) {
         ("/", &Method::GET | &Method::HEAD) => redirect(&req, "/vote/"),
         ("/healthz", &Method::GET | &Method::HEAD) => web::text(StatusCode::OK, "ok"),
-        ("/readyz", &Method::GET | &Method::HEAD) => readyz(&routes).await,
-        ("/metrics", &Method::GET) => web::metrics(metrics(&routes)),
+        ("/readyz", &Method::GET | &Method::HEAD) => readyz(&services).await,
+        ("/metrics", &Method::GET) => web::metrics(|registry| {
+            services.vote.register_metrics(registry);
+            services.result.register_metrics(registry);
+            services.worker.register_metrics(registry);
+            metrics::register(registry, services.children.clone(), write_children);
+        }),
         ("/" | "/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
@@ -178,12 +169,12 @@ fn redirect(req: &Request<Incoming>, to: &'static str) -> Resp {
     resp
 }
 
-async fn readyz(routes: &Routes) -> Resp {
-    let (vote, worker) = tokio::join!(
-        vote::routes::problems(&routes.vote),
-        worker::health::problems(&routes.worker)
+async fn readyz(services: &Services) -> Resp {
+    let (vote, result, worker) = tokio::join!(
+        services.vote.problems(),
+        services.result.problems(),
+        services.worker.problems()
     );
-    let result = result::routes::problems(&routes.result);
     let problems: Vec<String> = [("vote", vote), ("result", result), ("worker", worker)]
         .into_iter()
         .flat_map(|(service, problems)| {
@@ -193,33 +184,26 @@ async fn readyz(routes: &Routes) -> Resp {
     web::readiness(&problems)
 }
 
-fn metrics(routes: &Routes) -> String {
-    let mut text = vote::routes::metrics(&routes.vote);
-    text.push_str(&result::routes::metrics(&routes.result));
-    text.push_str(&worker::health::metrics(&routes.worker));
-    if !routes.children.is_empty() {
-        let families = [
-            (
-                "voting_daemon_up",
-                "1 while the supervised server runs.",
-                "gauge",
-                (|s: &ChildStats| s.up()) as fn(&ChildStats) -> u64,
-            ),
-            (
-                "voting_daemon_restarts_total",
-                "Restarts of the supervised server after it died.",
-                "counter",
-                |s: &ChildStats| s.restarts(),
-            ),
-        ];
-        for (name, help, kind, value) in families {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (daemon, stats) in &routes.children {
-                let _ = writeln!(text, "{name}{{daemon=\"{daemon}\"}} {}", value(stats));
-            }
-        }
+/// The supervised servers' metrics (none when `voting` started none).
+fn write_children(children: &Arc<[ChildInfo]>, f: &mut Families<'_>) -> fmt::Result {
+    if children.is_empty() {
+        return Ok(());
     }
-    text
+    let each = |value: fn(&ChildStats) -> u64| -> Vec<(&str, u64)> {
+        children.iter().map(|(name, s)| (*name, value(s))).collect()
+    };
+    f.labeled_gauge(
+        "voting_daemon_up",
+        "1 while the supervised server runs.",
+        "daemon",
+        &each(|s| s.up()),
+    )?;
+    f.labeled_counter(
+        "voting_daemon_restarts_total",
+        "Restarts of the supervised server after it died.",
+        "daemon",
+        &each(|s| s.restarts()),
+    )
 }
 
 #[cfg(test)]

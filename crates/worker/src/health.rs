@@ -6,9 +6,10 @@
 //! | GET, HEAD | `/readyz`  | `200` when Redis and PostgreSQL answer with the configured credentials, the schema is applied and the last step succeeded, else `503` naming why in one line each |
 //! | GET       | `/metrics` | Prometheus text |
 
+use std::fmt;
 use std::sync::Arc;
 
-use common::metrics::Exposition;
+use common::metrics::{self, Families, Registry};
 use common::web::{self, Resp};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -18,18 +19,14 @@ use crate::step::Status;
 pub async fn handle(status: Arc<Status>, req: Request<Incoming>) -> Resp {
     let mut resp = match (req.uri().path(), req.method()) {
         ("/healthz", &Method::GET | &Method::HEAD) => web::text(StatusCode::OK, "ok"),
-        ("/readyz", &Method::GET | &Method::HEAD) => readyz(&status).await,
-        ("/metrics", &Method::GET) => web::metrics(metrics(&status)),
+        ("/readyz", &Method::GET | &Method::HEAD) => web::readiness(&problems(&status).await),
+        ("/metrics", &Method::GET) => web::metrics(|registry| register_metrics(&status, registry)),
         ("/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
     };
     web::harden(&mut resp);
     resp
-}
-
-async fn readyz(status: &Status) -> Resp {
-    web::readiness(&problems(status).await)
 }
 
 /// What keeps the worker from being ready (Redis or PostgreSQL not answering, the schema not
@@ -55,54 +52,56 @@ pub async fn problems(status: &Status) -> Vec<String> {
     problems
 }
 
-/// The worker's Prometheus text (`GET /metrics`).
-pub fn metrics(status: &Status) -> String {
+/// Registers the worker's metrics, read at each scrape.
+pub fn register_metrics(status: &Arc<Status>, registry: &mut Registry) {
+    metrics::register(registry, status.clone(), write_metrics);
+}
+
+fn write_metrics(status: &Arc<Status>, f: &mut Families<'_>) -> fmt::Result {
     let m = &status.metrics;
-    let mut e = Exposition::default();
-    e.counter(
+    f.counter(
         "worker_batches_total",
         "Batches committed to PostgreSQL.",
         m.batches.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "worker_entries_total",
         "Stream entries applied and acknowledged.",
         m.entries.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "worker_rows_upserted_total",
         "Rows of `votes` inserted or changed.",
         m.rows.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "worker_dead_lettered_total",
         "Entries moved to the dead-letter stream.",
         m.dead.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "worker_claimed_total",
         "Entries claimed from idle consumers.",
         m.claimed.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "worker_legacy_entries_total",
         "Entries moved from the original app's list into the stream.",
         m.legacy.get(),
-    )
-    .counter(
+    )?;
+    f.counter(
         "worker_failures_total",
         "Steps that failed (and will be retried).",
         m.failures.get(),
-    )
-    .gauge(
+    )?;
+    f.gauge(
         "worker_last_batch_size",
         "Entries in the last batch.",
         m.last_batch.get(),
-    )
-    .gauge(
+    )?;
+    f.gauge(
         "worker_queue_backlog",
         "Entries in the stream at the last check.",
         m.backlog.get(),
-    );
-    e.finish()
+    )
 }

@@ -8,6 +8,8 @@
 //! - [`ballot`]: parsing entries into ballots or dead-letter reasons; newest-per-voter.
 //! - [`store`]: the batched, version-guarded upsert in one transaction.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`Loop`]: the worker as a service (`common::embed::Embed`): the loop in a task, its
+//!   health routes, its stop between batches.
 //! - [`reset`]: `worker reset` and `voting reset`, a new poll: what it deletes, the
 //!   confirmation, the deletion.
 #![forbid(unsafe_code)]
@@ -20,14 +22,20 @@ pub mod store;
 pub mod stream;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::backoff::{Backoff, Outage};
 use common::config::Config;
+use common::embed::Embed;
+use common::metrics::Registry;
+use common::web::Resp;
+use http::Request;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use step::{StepOutcome, Worker};
+pub use step::{Status, StepOutcome, Worker};
 
 /// A failed batch is retried after 100 ms, then twice as long each time, up to 5 s.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -41,29 +49,52 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let worker = Worker::new(&config)?;
-    tracing::info!(consumer = worker.consumer(), "worker starting");
-    let status = worker.status();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let limits = common::web::Limits::from(&config.http);
-    let http = tokio::spawn(common::web::serve(
-        listener,
-        limits,
-        move |req| health::handle(status.clone(), req),
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        },
-    ));
-    run_loop(worker, shutdown).await;
-    let _ = stop_tx.send(true);
-    http.await??;
-    Ok(())
+    common::embed::run::<Loop>(config, listener, shutdown).await
 }
 
-/// Steps `worker` until `shutdown` completes, without an HTTP listener (the all-in-one
-/// binary serves the health routes itself, from [`Worker::status`]). A failed step is retried
-/// with capped backoff; shutdown is observed between batches.
-pub async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
+/// The worker as a service: [`Worker`] stepping in a task of its own, and the [`Status`] its
+/// health routes read.
+pub struct Loop {
+    status: Arc<Status>,
+    /// Turns true to stop the loop; closed once the loop has ended.
+    stop: watch::Sender<bool>,
+}
+
+impl Embed for Loop {
+    fn start(config: &Config) -> anyhow::Result<Loop> {
+        let worker = Worker::new(config)?;
+        tracing::info!(consumer = worker.consumer(), "worker starting");
+        let status = worker.status();
+        let (stop, mut stop_rx) = watch::channel(false);
+        tokio::spawn(run_loop(worker, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
+        Ok(Loop { status, stop })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
+        health::handle(self.status.clone(), req).await
+    }
+
+    async fn problems(&self) -> Vec<String> {
+        health::problems(&self.status).await
+    }
+
+    fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        health::register_metrics(&self.status, registry);
+    }
+
+    /// Waits for the batch in flight, then ends the loop.
+    async fn stop(&self, _grace: Duration) {
+        self.stop.send_replace(true);
+        // The loop's receiver is dropped when it ends (or panics).
+        self.stop.closed().await;
+    }
+}
+
+/// Steps `worker` until `shutdown` completes. A failed step is retried with capped backoff;
+/// shutdown is observed between batches.
+async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut stopping = false;
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);

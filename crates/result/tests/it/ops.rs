@@ -42,7 +42,7 @@ async fn health_readiness_and_metrics() {
         metric(&text, "result_refreshes_total{trigger=\"connect\"}") >= 1,
         "{text}"
     );
-    assert_eq!(metric(&text, "result_votes_total"), 1);
+    assert_eq!(metric(&text, "result_snapshot_votes"), 1);
     assert_eq!(metric(&text, "result_snapshot_stale"), 0);
 }
 

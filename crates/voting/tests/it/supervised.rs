@@ -92,6 +92,20 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     vote_until_queued(addr, "b").await;
     let tally = tally_where(addr, "both votes counted", |t| t.total == 2).await;
     assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
+    // `/metrics` shows both servers up, and the one restart.
+    eventually("the restart in /metrics", || async {
+        let text = testkit::http::get(addr, "/metrics").await.ok()?.body;
+        [
+            "\nvoting_daemon_up{daemon=\"redis-server\"} 1\n",
+            "\nvoting_daemon_up{daemon=\"postgres\"} 1\n",
+            "\nvoting_daemon_restarts_total{daemon=\"redis-server\"} 1\n",
+            "\nvoting_daemon_restarts_total{daemon=\"postgres\"} 0\n",
+        ]
+        .iter()
+        .all(|sample| text.contains(sample))
+        .then_some(())
+    })
+    .await;
 
     // SIGTERM: a clean exit, and nothing it started is left.
     binary.signal("TERM");
