@@ -2,14 +2,9 @@
 //! hardening headers on every answer.
 
 use hyper::{Method, StatusCode};
-
-use crate::helpers::{
-    App, DEADLINE, Infra, Received, cast, eventually, metric, spawn_result, voter,
-};
-use common::config::{Config, Service};
-use figment::Figment;
-use figment::providers::Serialized;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::helpers::{DEADLINE, Infra, Received, cast, eventually, metric, spawn_result, voter};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -52,11 +47,11 @@ async fn health_readiness_and_metrics() {
 async fn starts_and_serves_while_postgres_is_unreachable() {
     // A port nothing listens on.
     let port = testkit::free_port();
-    let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Result))).merge((
-        "postgres.url",
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-    ));
-    let app = App::spawn(result::run, Config::from_figment(&figment).unwrap(), None).await;
+    let unreachable = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let app = spawn_result(&Infra::default(), |f| {
+        f.merge(("postgres.url", unreachable))
+    })
+    .await;
 
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(
@@ -185,11 +180,11 @@ async fn every_answer_carries_the_hardening_headers() {
 
     // Without PostgreSQL, /readyz says 503: hardened as well.
     let port = testkit::free_port();
-    let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Result))).merge((
-        "postgres.url",
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-    ));
-    let down = App::spawn(result::run, Config::from_figment(&figment).unwrap(), None).await;
+    let unreachable = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let down = spawn_result(&Infra::default(), |f| {
+        f.merge(("postgres.url", unreachable))
+    })
+    .await;
     let readyz = down.get("/readyz").await;
     assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
     testkit::http::assert_hardened("readyz 503", &readyz.headers);
