@@ -77,6 +77,7 @@ impl App {
         Tally::when(
             self.addr,
             &format!("{}/api/tally", self.results),
+            DEADLINE,
             what,
             pred,
         )

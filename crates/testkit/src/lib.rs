@@ -24,7 +24,7 @@
 //! a ~1000-file template, much faster to create on slow disks.
 //!
 //! Servers are stopped by `Drop`; a test process that aborts (or is killed)
-//! without unwinding leaves its servers running.
+//! without unwinding leaves its servers running, except [`Infra`]'s shared PostgreSQL.
 
 #![forbid(unsafe_code)]
 

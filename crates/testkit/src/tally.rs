@@ -2,7 +2,7 @@
 //! message) and a WebSocket client that reads it.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::StatusCode;
@@ -48,14 +48,15 @@ impl Tally {
         Tally::parse(&crate::http::request(addr, hyper::Method::GET, path, &[], "").await)
     }
 
-    /// Polls `GET path` on `addr` until `pred` holds.
+    /// Polls `GET path` on `addr` until `pred` holds, for at most `limit`.
     pub async fn when(
         addr: SocketAddr,
         path: &str,
+        limit: Duration,
         what: &str,
         pred: impl Fn(&Tally) -> bool,
     ) -> Tally {
-        crate::eventually(DEADLINE, what, || async {
+        crate::eventually(limit, what, || async {
             let tally = Tally::get(addr, path).await;
             pred(&tally).then_some(tally)
         })

@@ -37,8 +37,8 @@ fn behind_nginx(figment: Figment) -> Figment {
 /// The whole app on one origin: Nginx in front of vote, result and the worker.
 pub struct Stack {
     pub infra: Infra,
-    /// Behind a lock, so that the story can hold the futures that stop and restart it at once.
     _vote: App,
+    /// Behind a lock, so that the story can hold the futures that stop and restart it at once.
     pub result: Mutex<App>,
     result_config: Config,
     nginx: Nginx,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use hyper::{Method, StatusCode};
 
-use crate::helpers::{TALLY, Tally, infra, spawn_app};
+use crate::helpers::{DEADLINE, TALLY, Tally, eventually, infra, spawn_app};
 
 /// Ids an attacker might put in the `voter_id` cookie (valid header values all).
 const HOSTILE_IDS: [&str; 10] = [
@@ -126,8 +126,8 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
 
     // Only the votes with the fresh ids count; every hostile entry lands in the dead letters.
     let hostile_entries = 2 * HOSTILE_IDS.len() + 1;
-    crate::helpers::eventually(
-        crate::helpers::DEADLINE,
+    eventually(
+        DEADLINE,
         "the hostile entries are dead-lettered",
         || async {
             let mut redis = redis.clone();
@@ -140,7 +140,7 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
         },
     )
     .await;
-    let tally = Tally::when(app.addr, TALLY, "the accepted votes", |t| {
+    let tally = Tally::when(app.addr, TALLY, DEADLINE, "the accepted votes", |t| {
         t.total == HOSTILE_IDS.len() as u64
     })
     .await;

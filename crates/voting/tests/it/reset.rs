@@ -54,7 +54,10 @@ async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
     for key in ["a", "a", "b"] {
         assert_eq!(vote_form(addr, key).await.status, 303);
     }
-    Tally::when(addr, TALLY, "three votes counted", |t| t.total == 3).await;
+    Tally::when(addr, TALLY, DEADLINE, "three votes counted", |t| {
+        t.total == 3
+    })
+    .await;
     let mut socket = Socket::open(&format!("ws://{addr}/result/ws"), &[])
         .await
         .expect("the socket opens");

@@ -4,7 +4,7 @@
 
 use hyper::StatusCode;
 
-use crate::helpers::{Socket, TALLY, Tally, infra, spawn_app, vote_form};
+use crate::helpers::{DEADLINE, Socket, TALLY, Tally, infra, spawn_app, vote_form};
 
 #[tokio::test]
 async fn a_form_vote_reaches_the_tally_and_an_open_socket() {
@@ -30,9 +30,13 @@ async fn a_form_vote_reaches_the_tally_and_an_open_socket() {
         .tally_where("the vote on the socket", |t| t.total == 1)
         .await;
     assert_eq!(after.count("a"), 1);
-    let tally = Tally::when(app.addr, TALLY, "the vote in /result/api/tally", |t| {
-        t.total == 1
-    })
+    let tally = Tally::when(
+        app.addr,
+        TALLY,
+        DEADLINE,
+        "the vote in /result/api/tally",
+        |t| t.total == 1,
+    )
     .await;
     assert_eq!(tally.count("a"), 1);
     assert_eq!(tally.count("b"), 0);

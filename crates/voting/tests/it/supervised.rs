@@ -64,7 +64,7 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
 
     let answer = vote_form(addr, "a").await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    Tally::when(addr, TALLY, "the first vote counted", |t| {
+    Tally::when(addr, TALLY, DEADLINE, "the first vote counted", |t| {
         t.total == 1 && !t.stale
     })
     .await;
@@ -97,7 +97,10 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     .await;
     assert_eq!(parent_of(second_redis), Some(binary.pid()));
     vote_until_queued(addr, "b").await;
-    let tally = Tally::when(addr, TALLY, "both votes counted", |t| t.total == 2).await;
+    let tally = Tally::when(addr, TALLY, DEADLINE, "both votes counted", |t| {
+        t.total == 2
+    })
+    .await;
     assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
 
     // SIGTERM: a clean exit, and nothing it started is left.
@@ -122,7 +125,7 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     let (env, port, redis_url) = settings(&data_dir);
     let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
     let addr = ready(&mut binary, port).await;
-    let tally = Tally::when(addr, TALLY, "the earlier votes", |t| {
+    let tally = Tally::when(addr, TALLY, DEADLINE, "the earlier votes", |t| {
         t.total == 2 && !t.stale
     })
     .await;
@@ -146,7 +149,10 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
         Some(redis),
         "its Redis still answers"
     );
-    Tally::when(addr, TALLY, "the first one still serves", |t| t.total == 2).await;
+    Tally::when(addr, TALLY, DEADLINE, "the first one still serves", |t| {
+        t.total == 2
+    })
+    .await;
 
     binary.signal("INT");
     let status = binary.exit().await;
@@ -391,7 +397,7 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
 
     let answer = vote_form(addr, "b").await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let tally = Tally::when(addr, TALLY, "the vote counted", |t| {
+    let tally = Tally::when(addr, TALLY, DEADLINE, "the vote counted", |t| {
         t.total == 1 && !t.stale
     })
     .await;
@@ -436,9 +442,13 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Tally::when(addr, TALLY, "the poll emptied by the reset", |t| {
-        t.total == 0 && !t.stale
-    })
+    Tally::when(
+        addr,
+        TALLY,
+        DEADLINE,
+        "the poll emptied by the reset",
+        |t| t.total == 0 && !t.stale,
+    )
     .await;
 
     binary.signal("TERM");
@@ -493,7 +503,7 @@ async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
     let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
     let addr = ready(&mut binary, port).await;
     vote_until_queued(addr, "a").await;
-    Tally::when(addr, TALLY, "the vote counted", |t| {
+    Tally::when(addr, TALLY, DEADLINE, "the vote counted", |t| {
         t.total == 1 && !t.stale
     })
     .await;
@@ -510,7 +520,7 @@ async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
     let (env, port, redis_url) = settings(&data_dir);
     let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
     let addr = ready(&mut binary, port).await;
-    let tally = Tally::when(addr, TALLY, "the earlier vote", |t| {
+    let tally = Tally::when(addr, TALLY, DEADLINE, "the earlier vote", |t| {
         t.total == 1 && !t.stale
     })
     .await;

@@ -272,11 +272,7 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
 async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
     use testkit::child::ChildProcess;
     let (right, wrong) = ("right-pw-5a1c", "wrong-pw-93be");
-    let mut infra = crate::helpers::Infra::own_postgres()
-        .await
-        .with_schema()
-        .await
-        .with_redis();
+    let mut infra = crate::helpers::own_infra().await;
     infra.server().require_password(right).await.unwrap();
     let port = infra.server().port();
     let mut worker = ChildProcess::spawn(

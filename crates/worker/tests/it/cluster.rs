@@ -21,7 +21,7 @@ use loadgen::Report;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::helpers::{Infra, config, eventually, tallies_checked, xlen};
+use crate::helpers::{Infra, config, eventually, infra, tallies_checked, xlen};
 
 /// How long a recovery (drain, claim, reconnect) may take before a test fails.
 pub const RECOVERY: Duration = Duration::from_secs(60);
@@ -67,8 +67,13 @@ impl Cluster {
     /// Redis, PostgreSQL (schema applied), `votes` vote services, `workers` worker processes
     /// named `w1`, `w2`, … (each ready), and `results` result services.
     pub async fn start(votes: usize, workers: usize, results: usize) -> Cluster {
+        Cluster::start_on(infra().await, votes, workers, results).await
+    }
+
+    /// [`Cluster::start`] on `infra` (e.g. one whose PostgreSQL the test may stop).
+    pub async fn start_on(infra: Infra, votes: usize, workers: usize, results: usize) -> Cluster {
         let mut cluster = Cluster {
-            infra: Infra::own_postgres().await.with_schema().await.with_redis(),
+            infra,
             votes: Vec::new(),
             results: Vec::new(),
             workers: Vec::new(),

@@ -8,12 +8,12 @@ use common::config::Service;
 use hyper::StatusCode;
 
 use crate::helpers::{
-    Infra, config, eventually, infra, tallies_checked, voter, votes_table, worker, xlen,
+    config, eventually, infra, own_infra, tallies_checked, voter, votes_table, worker, xlen,
 };
 
 #[tokio::test]
 async fn postgres_down_keeps_votes_queued_then_resumes() {
-    let mut infra = Infra::own_postgres().await.with_schema().await.with_redis();
+    let mut infra = own_infra().await;
     let config = config(&infra, Service::Worker, "w", |f| f);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

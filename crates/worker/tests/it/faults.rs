@@ -13,7 +13,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 
 use crate::cluster::{Cluster, Figures, Load, RECOVERY, result_tally};
-use crate::helpers::eventually;
+use crate::helpers::{eventually, own_infra};
 
 /// Runs Redis's and PostgreSQL's blocking start and stop without stalling the runtime.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -304,7 +304,7 @@ async fn redis_stalled_while_first_time_voters_retry_counts_each_person_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_immediately_and_started_again() {
-    let mut cluster = Cluster::start(1, 1, 0).await;
+    let mut cluster = Cluster::start_on(own_infra().await, 1, 1, 0).await;
     let load = cluster.load(0, Load::default());
     let fault = async {
         cluster.wait_for_votes(100).await;
@@ -328,7 +328,7 @@ async fn postgres_stopped_immediately_and_started_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_loses_postgres_and_gets_it_back() {
-    let mut cluster = Cluster::start(1, 1, 1).await;
+    let mut cluster = Cluster::start_on(own_infra().await, 1, 1, 1).await;
     let result = cluster.results[0];
     let load = cluster.load(0, Load::default());
     let fault = async {

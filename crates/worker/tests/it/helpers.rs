@@ -13,6 +13,11 @@ pub async fn infra() -> Infra {
     Infra::database().await.with_schema().await.with_redis()
 }
 
+/// [`infra`] on a PostgreSQL server of the test's own, which it may stop or reconfigure.
+pub async fn own_infra() -> Infra {
+    Infra::own_postgres().await.with_schema().await.with_redis()
+}
+
 /// A configuration of `service` whose worker is named `consumer`; `tweak` may merge more keys.
 pub fn config(
     infra: &Infra,
