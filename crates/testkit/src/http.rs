@@ -74,6 +74,21 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
     send(addr, Method::GET, path, &[], Bytes::new()).await
 }
 
+/// [`send`] for a test: panics when there is no answer within [`crate::DEADLINE`].
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let exchange = send(addr, method.clone(), path, headers, body);
+    tokio::time::timeout(crate::DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer in time"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
+}
+
 /// Panics unless `headers` carry what every answer of the services carries: `nosniff`,
 /// `Referrer-Policy: same-origin`, and a Content-Security-Policy that confines everything to
 /// the page's own origin, allows no inline code or `eval`, and forbids framing.

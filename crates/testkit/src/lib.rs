@@ -8,8 +8,13 @@
 //! services the test started, and [`Browser`] is a headless Chromium driven
 //! over WebDriver ([`fantoccini`]) for the end-to-end tests. [`story`] is those tests'
 //! browser story, told against any deployment of the app given its base URL.
-//! [`service`] runs a service binary as an operator would, as an unprivileged user when the
+//! [`child`] runs a service binary as an operator would, as an unprivileged user when the
 //! tests run as root.
+//!
+//! The harness of the services' tests: [`Infra`] (a Redis of the test's own, a fresh database on
+//! the PostgreSQL server the test process shares, and a service configuration pointed at
+//! them), [`App`] (a service's `run` on the test's runtime), [`Tally`] and [`Socket`] (the
+//! results as a client sees them) and [`eventually`] (polling with a deadline).
 //!
 //! The binaries are located with [`find_binary`]; when one is missing the
 //! error says which package to install.
@@ -19,19 +24,22 @@
 //! a ~1000-file template, much faster to create on slow disks.
 //!
 //! Servers are stopped by `Drop`; a test process that aborts (or is killed)
-//! without unwinding leaves its servers running.
+//! without unwinding leaves its servers running, except [`Infra`]'s shared PostgreSQL.
 
 #![forbid(unsafe_code)]
 
+mod app;
 mod binary;
 mod browser;
+pub mod child;
 pub mod http;
+mod infra;
 mod nginx;
 mod postgres;
 mod process;
 mod redis;
-pub mod service;
 pub mod story;
+mod tally;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -39,12 +47,18 @@ use std::net::TcpListener;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+pub use app::{App, Stop};
 pub use binary::find_binary;
 pub use browser::{Browser, BrowserOptions};
 pub use fantoccini;
+pub use infra::{Infra, voter};
 pub use nginx::{Nginx, project_nginx_dir};
 pub use postgres::{Postgres, pg_client};
 pub use redis::Redis;
+pub use tally::{Received, Socket, Tally, TallyOption};
+
+/// How long an awaited condition may take, by default, before a test fails instead of hanging.
+pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Sends signal `name` (`"KILL"`, `"STOP"`, `"CONT"`, …) to process `pid`, with the `kill`
 /// command (no unsafe code). For tests that crash or pause a service they started.

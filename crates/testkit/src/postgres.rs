@@ -118,6 +118,13 @@ impl Postgres {
         self.port
     }
 
+    /// The cluster's data directory (inside the temp dir removed on drop); `postmaster.pid`
+    /// in it names the running server.
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// Creates a database with a unique name (`t_` and random hex) and
     /// returns its URL.
     ///

@@ -26,7 +26,7 @@ use fantoccini::{Client, Locator};
 use futures_util::FutureExt as _;
 use serde_json::json;
 
-use crate::{Browser, BrowserOptions};
+use crate::{Browser, BrowserOptions, eventually};
 
 /// How long a condition on a page may take before the story fails instead of hanging. Generous:
 /// after an outage the page retries with a backoff capped at 10 s.
@@ -121,16 +121,6 @@ pub async fn browser(options: BrowserOptions) -> Browser {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Polls `check` until it gives `Some`, failing after [`DEADLINE`] with `what`
-/// ([`crate::eventually`]).
-pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    crate::eventually(DEADLINE, what, check).await
-}
-
 /// The first element matching `css`, if any.
 pub async fn find(client: &Client, css: &str) -> Option<Element> {
     client.find(Locator::Css(css)).await.ok()
@@ -177,7 +167,7 @@ pub async fn marked(client: &Client, key: &str, label: &str) -> bool {
 
 /// Waits until the voting page marks option `key` (labelled `label`) as the voter's choice.
 pub async fn until_marked(client: &Client, key: &str, label: &str) {
-    eventually(&format!("{label} marked as my vote"), || async {
+    eventually(DEADLINE, &format!("{label} marked as my vote"), || async {
         marked(client, key, label).await.then_some(())
     })
     .await;
@@ -244,11 +234,15 @@ pub async fn vote_and_watch(base: &str, shots: &Screenshots) {
                 .unwrap();
             browser.goto(&format!("{base}/result/")).await.unwrap();
             pages.add("result", &browser).await;
-            eventually("the results page counts my vote, live", || async {
-                let shown = (row(&browser, "a").await?, row(&browser, "b").await?);
-                (shown == ((1, "w-100".into()), (0, "w-0".into())) && live(&browser).await)
-                    .then_some(())
-            })
+            eventually(
+                DEADLINE,
+                "the results page counts my vote, live",
+                || async {
+                    let shown = (row(&browser, "a").await?, row(&browser, "b").await?);
+                    (shown == ((1, "w-100".into()), (0, "w-0".into())) && live(&browser).await)
+                        .then_some(())
+                },
+            )
             .await;
             assert_eq!(text(&browser, "#total").await.as_deref(), Some("1 vote"));
             let marker = "the page loaded once";
@@ -264,7 +258,7 @@ pub async fn vote_and_watch(base: &str, shots: &Screenshots) {
 
             // ...and the bars of the results window follow, without a reload.
             browser.switch_to_window(results_window).await.unwrap();
-            eventually("the results page moves to Dogs", || async {
+            eventually(DEADLINE, "the results page moves to Dogs", || async {
                 let shown = (row(&browser, "a").await?, row(&browser, "b").await?);
                 (shown == ((0, "w-0".into()), (1, "w-100".into()))).then_some(())
             })
@@ -302,7 +296,7 @@ pub async fn vote_without_javascript(base: &str, shots: &Screenshots) {
             // The results page, rendered by the server, counts it; its script did not run
             // (it would have shown the connection indicator).
             browser.goto(&format!("{base}/result/")).await.unwrap();
-            eventually("the rendered results count my vote", || async {
+            eventually(DEADLINE, "the rendered results count my vote", || async {
                 if row(&browser, "b").await == Some((1, "w-100".into())) {
                     return Some(());
                 }
@@ -339,26 +333,34 @@ pub async fn reconnecting(
             browser.goto(&format!("{base}/result/")).await.unwrap();
             pages.add("result", &browser).await;
             let results_window = browser.window().await.unwrap();
-            eventually("the results page is live", || async {
+            eventually(DEADLINE, "the results page is live", || async {
                 live(&browser).await.then_some(())
             })
             .await;
 
             stop.await;
-            eventually("the results page says it is reconnecting", || async {
-                let (state, text) = connection(&browser).await?;
-                (state == "reconnecting" && text == "Reconnecting\u{2026}").then_some(())
-            })
+            eventually(
+                DEADLINE,
+                "the results page says it is reconnecting",
+                || async {
+                    let (state, text) = connection(&browser).await?;
+                    (state == "reconnecting" && text == "Reconnecting\u{2026}").then_some(())
+                },
+            )
             .await;
             assert_eq!(row(&browser, "a").await, Some((0, "w-0".into())));
 
             // A vote while result is down is shown once it is back.
             vote_a_while_down.await;
             start.await;
-            eventually("the results page recovers with the vote", || async {
-                (live(&browser).await && row(&browser, "a").await? == (1, "w-100".into()))
-                    .then_some(())
-            })
+            eventually(
+                DEADLINE,
+                "the results page recovers with the vote",
+                || async {
+                    (live(&browser).await && row(&browser, "a").await? == (1, "w-100".into()))
+                        .then_some(())
+                },
+            )
             .await;
 
             // The voting page works, and the new socket follows.
@@ -369,7 +371,7 @@ pub async fn reconnecting(
             click(&browser, "#option-b").await;
             until_marked(&browser, "b", "Dogs").await;
             browser.switch_to_window(results_window).await.unwrap();
-            eventually("the new socket is live", || async {
+            eventually(DEADLINE, "the new socket is live", || async {
                 (row(&browser, "b").await? == (1, "w-50".into())).then_some(())
             })
             .await;

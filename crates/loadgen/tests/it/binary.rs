@@ -1,11 +1,11 @@
 //! The `loadgen` binary itself: its summary on stdout (text or JSON), its exit codes, and its
 //! refusal of bad arguments.
 
-use crate::helpers::{App, run_binary};
+use crate::helpers::{Stack, run_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_votes_verifies_and_summarizes() {
-    let app = App::with_worker().await;
+    let app = Stack::with_worker().await;
     let out = run_binary(&[
         "--url",
         &app.url(),

@@ -1,12 +1,12 @@
 //! Runs that must fail, and say why: refused votes, votes that never reach PostgreSQL, a
 //! wrong stored vote, no server at all.
 
-use crate::helpers::{App, config, run, run_binary};
+use crate::helpers::{Stack, config, run, run_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_reported_as_503_and_exit_1() {
-    let mut app = App::vote_only().await;
-    app.redis.kill();
+    let mut app = Stack::vote_only().await;
+    app.infra.redis_mut().kill();
     // Each refusal takes the vote service its Redis pool's wait (2 s): refuse them all at once.
     let report = run(&["--url", &app.url(), "--votes", "40", "--concurrency", "40"]).await;
     assert_eq!(report.accepted, 0, "{report:#?}");
@@ -25,7 +25,7 @@ async fn redis_down_is_reported_as_503_and_exit_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_that_never_reach_postgres_are_reported_missing() {
     // No worker: the votes stay queued in Redis, and no schema exists yet either.
-    let app = App::with_database().await;
+    let app = Stack::with_database().await;
     let report = run(&[
         "--url",
         &app.url(),
@@ -51,8 +51,8 @@ async fn votes_that_never_reach_postgres_are_reported_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vote_stored_differently_is_reported_wrong() {
-    let mut app = App::with_database().await;
-    let mut pg = app.pg().await;
+    let mut app = Stack::with_database().await;
+    let mut pg = app.infra.pg().await;
     common::schema::migrate(&mut pg).await.expect("schema");
     // Voter 0 of seed 7 already holds `b` with a version no stream entry can beat: the
     // worker will (rightly) keep it, and loadgen must notice that its `a` is not there.

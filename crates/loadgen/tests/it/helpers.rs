@@ -1,109 +1,56 @@
-//! The harness: a vote service (and optionally a worker) in-process on port 0, over a
-//! throwaway Redis (and PostgreSQL), configured with figment from the built-in defaults so
-//! nothing reads the process environment; and loadgen runs through the library entry.
+//! The harness: a vote service (and optionally a worker) in-process on port 0, over testkit's
+//! throwaway Redis (and PostgreSQL database); and loadgen runs through the library entry.
 
-use std::future::Future;
-use std::net::SocketAddr;
-
-use common::config::{Config, Service};
-use figment::Figment;
-use figment::providers::Serialized;
+use common::config::Service;
 use loadgen::{Command, Report};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use testkit::{App, Infra};
 
-/// A vote service, the Redis behind it, and with [`App::start_worker`] a worker and its
-/// PostgreSQL. Dropping it stops the services and the servers.
-pub struct App {
-    pub addr: SocketAddr,
-    pub redis: testkit::Redis,
-    pub pg: Option<testkit::Postgres>,
-    pub db_url: Option<String>,
-    stops: Vec<oneshot::Sender<()>>,
+/// A vote service on its Redis and, with [`Stack::with_database`], a fresh PostgreSQL database
+/// (and with [`Stack::with_worker`], a worker). Dropping it stops the services and Redis.
+pub struct Stack {
+    pub infra: Infra,
+    vote: App,
+    _worker: Option<App>,
 }
 
-impl App {
+impl Stack {
     /// Redis and the vote service.
-    pub async fn vote_only() -> App {
-        testkit::init_logging();
-        let redis = testkit::Redis::start().expect("redis-server starts");
-        let mut app = App {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            redis,
-            pg: None,
-            db_url: None,
-            stops: Vec::new(),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        app.addr = listener.local_addr().expect("bound address");
-        let config = app.config(Service::Vote);
-        let stop = app.stopper();
-        tokio::spawn(vote::run(config, listener, stop));
-        app
+    pub async fn vote_only() -> Stack {
+        Stack::on(Infra::redis_only()).await
     }
 
-    /// Redis, PostgreSQL (a fresh database), the vote service and a worker.
-    pub async fn with_worker() -> App {
-        let mut app = App::with_database().await;
-        app.start_worker().await;
-        app
+    /// Redis, a fresh database (no schema yet) and the vote service; no worker.
+    pub async fn with_database() -> Stack {
+        Stack::on(Infra::database().await.with_redis()).await
     }
 
-    /// Redis, PostgreSQL (a fresh database, no schema yet) and the vote service; no worker.
-    pub async fn with_database() -> App {
-        let mut app = App::vote_only().await;
-        let pg = testkit::Postgres::start().expect("PostgreSQL starts");
-        app.db_url = Some(pg.create_database().await.expect("a fresh database"));
-        app.pg = Some(pg);
-        app
+    /// Redis, a fresh database, the vote service and a worker.
+    pub async fn with_worker() -> Stack {
+        let mut stack = Stack::with_database().await;
+        stack.start_worker().await;
+        stack
     }
 
     pub async fn start_worker(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let config = self.config(Service::Worker);
-        let stop = self.stopper();
-        tokio::spawn(worker::run(config, listener, stop));
+        let config = self.infra.config(Service::Worker, |f| f);
+        self._worker = Some(App::spawn(worker::run, config, None).await);
+    }
+
+    async fn on(infra: Infra) -> Stack {
+        let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+        Stack {
+            infra,
+            vote,
+            _worker: None,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("http://{}/", self.vote.addr)
     }
 
     pub fn db_url(&self) -> &str {
-        self.db_url.as_deref().expect("the app has a database")
-    }
-
-    pub async fn pg(&self) -> tokio_postgres::Client {
-        testkit::pg_client(self.db_url())
-            .await
-            .expect("connects to PostgreSQL")
-    }
-
-    fn config(&self, service: Service) -> Config {
-        let mut figment = Figment::from(Serialized::defaults(Config::defaults(service)))
-            .merge(("listen", "127.0.0.1:0"))
-            .merge(("redis.url", self.redis.url()))
-            .merge(("worker.block_ms", 50));
-        if let Some(db) = &self.db_url {
-            figment = figment.merge(("postgres.url", db.clone()));
-        }
-        Config::from_figment(&figment).expect("the test configuration is valid")
-    }
-
-    fn stopper(&mut self) -> impl Future<Output = ()> + use<> {
-        let (tx, rx) = oneshot::channel::<()>();
-        self.stops.push(tx);
-        async move {
-            let _ = rx.await;
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
+        self.infra.db_url()
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use crate::helpers::{App, config, run};
+use crate::helpers::{Stack, config, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_vote_is_in_postgres() {
-    let app = App::with_worker().await;
+    let app = Stack::with_worker().await;
     let report = run(&[
         "--url",
         &app.url(),
@@ -50,7 +50,7 @@ async fn every_accepted_vote_is_in_postgres() {
     assert_eq!(report.exit_code(), 0);
 
     // And PostgreSQL agrees, counted independently: 20 voters, and the tallies add up.
-    let pg = app.pg().await;
+    let pg = app.infra.pg().await;
     let rows: i64 = pg
         .query_one("SELECT count(*) FROM votes", &[])
         .await
@@ -67,7 +67,7 @@ async fn every_accepted_vote_is_in_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_votes_with_a_mix_are_all_accepted() {
-    let app = App::with_worker().await;
+    let app = Stack::with_worker().await;
     let report = run(&[
         "--url",
         &app.url(),
@@ -98,7 +98,7 @@ async fn form_votes_with_a_mix_are_all_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_run_sends_at_most_the_votes_due() {
-    let app = App::vote_only().await;
+    let app = Stack::vote_only().await;
     let report = run(&[
         "--url",
         &app.url(),
@@ -121,7 +121,7 @@ async fn a_paced_run_sends_at_most_the_votes_due() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_stops_and_says_so() {
-    let app = App::vote_only().await;
+    let app = Stack::vote_only().await;
     let url = app.url();
     let config = config(&[
         "--url",

@@ -4,7 +4,7 @@
 use hyper::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::{self, protocol::frame::coding::CloseCode};
 
-use crate::helpers::{Infra, Received, eventually, spawn_result, voter};
+use crate::helpers::{DEADLINE, Infra, Received, cast, eventually, spawn_result, voter};
 
 const UPGRADE: [(&str, &str); 4] = [
     ("connection", "Upgrade"),
@@ -22,7 +22,7 @@ fn refusal_status(error: tungstenite::Error) -> StatusCode {
 
 #[tokio::test]
 async fn requests_to_ws_that_are_not_websocket_handshakes_are_refused() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
 
     let plain = app.get("/ws").await;
@@ -45,7 +45,7 @@ async fn requests_to_ws_that_are_not_websocket_handshakes_are_refused() {
 
 #[tokio::test]
 async fn cross_origin_sockets_are_forbidden() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
 
     let refused = app
@@ -69,7 +69,7 @@ async fn cross_origin_sockets_are_forbidden() {
 /// is another origin. The rule is vote's (`domain::origin`).
 #[tokio::test]
 async fn a_host_without_a_port_is_the_default_port() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
 
     for (host, origin) in [
@@ -102,7 +102,7 @@ async fn a_host_without_a_port_is_the_default_port() {
 
 #[tokio::test]
 async fn a_trusted_proxy_names_the_scheme_the_origin_must_have() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f.merge(("http.trust_proxy", true))).await;
     let https = format!("https://{}", app.addr);
     let http = format!("http://{}", app.addr);
@@ -158,7 +158,7 @@ async fn a_trusted_proxy_names_the_scheme_the_origin_must_have() {
 
 #[tokio::test]
 async fn forwarded_proto_is_ignored_unless_the_proxy_is_trusted() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let http = format!("http://{}", app.addr);
 
@@ -171,7 +171,7 @@ async fn forwarded_proto_is_ignored_unless_the_proxy_is_trusted() {
 
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     assert_eq!(app.get("/nope").await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.get("/result/").await.status, StatusCode::NOT_FOUND);
@@ -196,7 +196,7 @@ async fn unknown_paths_and_wrong_methods() {
 
 #[tokio::test]
 async fn the_socket_cap_answers_503_and_frees_places() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f.merge(("result.max_sockets", 2))).await;
     let mut first = app.socket().await;
     first.next_tally().await;
@@ -216,11 +216,11 @@ async fn the_socket_cap_answers_503_and_frees_places() {
     );
 
     // The sockets already open keep working.
-    infra.cast(&voter(1), "a").await;
+    cast(&infra, &voter(1), "a").await;
     first.tally_where("the vote", |t| t.total == 1).await;
 
     first.close().await;
-    let mut third = eventually("a place is free again", || async {
+    let mut third = eventually(DEADLINE, "a place is free again", || async {
         app.socket_with(&[]).await.ok()
     })
     .await;
@@ -230,7 +230,7 @@ async fn the_socket_cap_answers_503_and_frees_places() {
 
 #[tokio::test]
 async fn client_messages_are_ignored_and_oversized_ones_close_with_1009() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let mut bystander = app.socket().await;
     bystander.next_tally().await;
@@ -250,7 +250,7 @@ async fn client_messages_are_ignored_and_oversized_ones_close_with_1009() {
         other => panic!("expected a close with 1009, got {other:?}"),
     }
 
-    infra.cast(&voter(1), "b").await;
+    cast(&infra, &voter(1), "b").await;
     bystander.tally_where("the vote", |t| t.total == 1).await;
     chatty.tally_where("the vote", |t| t.total == 1).await;
     let mut later = app.socket().await;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use hyper::StatusCode;
-use testkit::service::{SecretFile, ServiceProcess, test_user};
+use testkit::child::{ChildProcess, SecretFile, test_user};
 
-use crate::helpers::{Infra, Socket, metric, voter};
+use crate::helpers::{Infra, Socket, cast, metric, voter};
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -18,21 +18,22 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     let pg_password = "pg-pw-3fa2b9c1";
     let url_password = "url-pw-0b5e77";
     let run_as = test_user();
-    let infra = Infra::start().await;
-    infra.cast(&voter(1), "b").await;
+    let infra = Infra::database().await.with_schema().await;
+    cast(&infra, &voter(1), "b").await;
     let secret = SecretFile::new(pg_password, run_as).unwrap();
     // The URL's own password is replaced by the file's.
-    let url = infra.db_url.replacen(
+    let url = infra.db_url().replacen(
         "postgres://postgres@",
         &format!("postgres://postgres:{url_password}@"),
         1,
     );
     assert_ne!(
-        url, infra.db_url,
+        url,
+        infra.db_url(),
         "the test URL has the expected form: {url}"
     );
 
-    let mut result = ServiceProcess::spawn(
+    let mut result = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_result").as_ref(),
         &[
             ("RUST_LOG", "debug".to_string()),
@@ -59,10 +60,10 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
 #[tokio::test]
 async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
     let (right, wrong) = ("right-pw-77d0", "wrong-pw-2c4f");
-    let infra = Infra::start().await;
-    infra.pg.require_password(right).await.unwrap();
-    let port = infra.pg.port();
-    let result = ServiceProcess::spawn(
+    let mut infra = Infra::own_postgres().await.with_schema().await;
+    infra.server().require_password(right).await.unwrap();
+    let port = infra.server().port();
+    let result = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_result").as_ref(),
         &[
             ("NO_COLOR", "1".to_string()),
@@ -122,12 +123,12 @@ async fn started_with_a_soft_limit_of_1024_open_files_it_holds_more_sockets_than
         own.hard
     );
     let run_as = test_user();
-    let infra = Infra::start().await;
-    infra.cast(&voter(1), "a").await;
-    let mut result = ServiceProcess::spawn_with_soft_nofile(
+    let infra = Infra::database().await.with_schema().await;
+    cast(&infra, &voter(1), "a").await;
+    let mut result = ChildProcess::spawn_with_soft_nofile(
         env!("CARGO_BIN_EXE_result").as_ref(),
         &[
-            ("VOTING_POSTGRES__URL", infra.db_url.clone()),
+            ("VOTING_POSTGRES__URL", infra.db_url().to_string()),
             // Caps that fit the hard limit: no warning expected.
             ("VOTING_HTTP__MAX_CONNECTIONS", "1000".into()),
             ("VOTING_RESULT__MAX_SOCKETS", "2000".into()),
@@ -152,7 +153,7 @@ async fn started_with_a_soft_limit_of_1024_open_files_it_holds_more_sockets_than
     let mut sockets = Vec::with_capacity(PAST_1024);
     for _ in 0..PAST_1024 / 100 {
         let batch = join_all((0..100).map(|_| async {
-            let mut socket = Socket::open(result.addr(), &[])
+            let mut socket = Socket::open(&format!("ws://{}/ws", result.addr()), &[])
                 .await
                 .expect("the socket opens");
             assert_eq!(socket.next_tally().await.total, 1);
@@ -166,7 +167,7 @@ async fn started_with_a_soft_limit_of_1024_open_files_it_holds_more_sockets_than
     assert!(metric(&metrics, "process_open_fds") > 1024, "{metrics}");
 
     // Every one of them is live: the next vote reaches them all.
-    infra.cast(&voter(2), "b").await;
+    cast(&infra, &voter(2), "b").await;
     let tasks = sockets.into_iter().map(|mut socket| {
         tokio::spawn(async move {
             socket
@@ -182,5 +183,5 @@ async fn started_with_a_soft_limit_of_1024_open_files_it_holds_more_sockets_than
 
 #[test]
 fn answers_help_and_version() {
-    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_result").as_ref(), "result");
+    testkit::child::assert_help_and_version(env!("CARGO_BIN_EXE_result").as_ref(), "result");
 }

@@ -21,12 +21,13 @@ use std::path::Path;
 
 use common::config::{Config, Service};
 use figment::Figment;
-use testkit::story::{self, Screenshots, click, eventually, live, row, until_marked};
+use testkit::eventually;
+use testkit::story::{self, Screenshots, click, live, row, until_marked};
 use testkit::{BrowserOptions, Nginx};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use crate::helpers::{App, Infra, spawn_result_on, spawn_vote, voter};
+use crate::helpers::{App, Infra, voter};
 
 /// Vote and result believe Nginx's `X-Forwarded-Proto`, as they do in production.
 fn behind_nginx(figment: Figment) -> Figment {
@@ -36,6 +37,7 @@ fn behind_nginx(figment: Figment) -> Figment {
 /// The whole app on one origin: Nginx in front of vote, result and the worker.
 pub struct Stack {
     pub infra: Infra,
+    _vote: App,
     /// Behind a lock, so that the story can hold the futures that stop and restart it at once.
     pub result: Mutex<App>,
     result_config: Config,
@@ -49,11 +51,15 @@ impl Stack {
 
     /// The same, with `tweak` merged into the configuration of vote and result.
     pub async fn start_with(tweak: fn(Figment) -> Figment) -> Stack {
-        let infra = Infra::with_redis().await;
-        let vote = spawn_vote(&infra, |f| tweak(behind_nginx(f))).await;
+        let infra = Infra::database().await.with_schema().await.with_redis();
+        let vote = App::spawn(
+            vote::run,
+            infra.config(Service::Vote, |f| tweak(behind_nginx(f))),
+            None,
+        )
+        .await;
         let result_config = infra.config(Service::Result, |f| tweak(behind_nginx(f)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let result = spawn_result_on(result_config.clone(), listener);
+        let result = App::spawn(result::run, result_config.clone(), None).await;
         let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
         tokio::spawn(worker::run(
             infra.config(Service::Worker, |f| f),
@@ -61,10 +67,11 @@ impl Stack {
             std::future::pending(),
         ));
         let result_addr = result.addr;
-        let nginx = tokio::task::block_in_place(|| Nginx::start(vote, result_addr))
+        let nginx = tokio::task::block_in_place(|| Nginx::start(vote.addr, result_addr))
             .unwrap_or_else(|e| panic!("{e:#}"));
         Stack {
             infra,
+            _vote: vote,
             result: Mutex::new(result),
             result_config,
             nginx,
@@ -88,7 +95,7 @@ impl Stack {
         let listener = TcpListener::bind(result.addr)
             .await
             .expect("result's port is free again");
-        *result = spawn_result_on(self.result_config.clone(), listener);
+        *result = App::spawn(result::run, self.result_config.clone(), Some(listener)).await;
     }
 }
 
@@ -118,7 +125,9 @@ async fn the_results_page_says_reconnecting_and_recovers() {
         &stack.base(),
         &shots("the_results_page_says_reconnecting_and_recovers"),
         stack.stop_result(),
-        stack.infra.xadd(&voter(1), "a"),
+        async {
+            stack.infra.xadd(&voter(1), "a").await;
+        },
         stack.restart_result(),
     )
     .await;
@@ -176,10 +185,15 @@ async fn docs_screenshots() {
                     .await
                     .unwrap();
                 if page == "result" {
-                    eventually("the results page shows every vote, live", || async {
-                        (live(&browser).await && row(&browser, "a").await? == (cats, "w-57".into()))
-                            .then_some(())
-                    })
+                    eventually(
+                        story::DEADLINE,
+                        "the results page shows every vote, live",
+                        || async {
+                            (live(&browser).await
+                                && row(&browser, "a").await? == (cats, "w-57".into()))
+                                .then_some(())
+                        },
+                    )
                     .await;
                 }
                 let png = docs.join(format!("screenshot-{page}-{width}x{height}-{scheme}.png"));

@@ -5,14 +5,12 @@
 //! not disturbed.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Infra, metric, spawn_result, voter};
+use crate::helpers::{DEADLINE, Infra, cast, metric, spawn_result, voter};
 
-const DEADLINE: Duration = Duration::from_secs(30);
 const TEXT: u8 = 0x1;
 const CONTINUATION: u8 = 0x0;
 const CLOSE: u8 = 0x8;
@@ -128,7 +126,7 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn malformed_frames_close_the_socket_with_1002() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let mut bystander = app.socket().await;
     bystander.next_tally().await;
@@ -149,7 +147,7 @@ async fn malformed_frames_close_the_socket_with_1002() {
         assert_eq!(socket.close_code().await, Some(1002), "{what}");
     }
 
-    infra.cast(&voter(1), "a").await;
+    cast(&infra, &voter(1), "a").await;
     bystander.tally_where("the vote", |t| t.total == 1).await;
     let text = app.get("/metrics").await.body;
     assert_eq!(
@@ -161,7 +159,7 @@ async fn malformed_frames_close_the_socket_with_1002() {
 
 #[tokio::test]
 async fn a_message_in_small_fragments_is_capped_at_4_kib() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let mut socket = RawSocket::open(app.addr).await;
 
@@ -184,7 +182,7 @@ async fn a_message_in_small_fragments_is_capped_at_4_kib() {
 
 #[tokio::test]
 async fn a_frame_announcing_a_huge_payload_is_refused_before_the_payload() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let mut socket = RawSocket::open(app.addr).await;
 

@@ -7,21 +7,21 @@ use common::config::Service;
 use hyper::{Method, StatusCode};
 use testkit::http::send;
 
-use crate::helpers::{Infra, drain, spawn_result, spawn_vote, voter};
+use crate::helpers::{App, Infra, drain, spawn_result, voter, worker};
 
 #[tokio::test]
 async fn a_vote_reaches_an_open_socket_and_the_page() {
-    let infra = Infra::with_redis().await;
+    let infra = Infra::database().await.with_schema().await.with_redis();
     let app = spawn_result(&infra, |f| f).await;
-    let vote = spawn_vote(&infra, |f| f).await;
-    let mut worker = infra.worker(|f| f);
+    let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+    let mut worker = worker(&infra, |f| f);
 
     let mut socket = app.socket().await;
     let before = socket.tally_where("a fresh tally", |t| !t.stale).await;
     assert_eq!(before.total, 0);
 
     let answer = send(
-        vote,
+        vote.addr,
         Method::POST,
         "/api/vote",
         &[("content-type", "application/json")],
@@ -49,14 +49,14 @@ async fn a_vote_reaches_an_open_socket_and_the_page() {
 
 #[tokio::test]
 async fn tallies_shown_equal_the_count_of_votes() {
-    let infra = Infra::with_redis().await;
+    let infra = Infra::database().await.with_schema().await.with_redis();
     let options = serde_json::json!([
         { "key": "a", "label": "Alpha" },
         { "key": "b", "label": "Bravo" },
         { "key": "c", "label": "Charlie" },
     ]);
     let app = spawn_result(&infra, |f| f.merge(("options", options.clone()))).await;
-    let mut worker = infra.worker(|f| f.merge(("options", options)));
+    let mut worker = worker(&infra, |f| f.merge(("options", options)));
     let mut socket = app.socket().await;
     let mut last = socket.tally_where("a fresh tally", |t| !t.stale).await;
 
@@ -101,7 +101,7 @@ async fn tallies_shown_equal_the_count_of_votes() {
 
 #[tokio::test]
 async fn result_uses_the_same_options_as_vote() {
-    let infra = Infra::with_redis().await;
+    let infra = Infra::database().await.with_schema().await.with_redis();
     let options = serde_json::json!([
         { "key": "tea", "label": "Tea" },
         { "key": "coffee", "label": "Coffee" },
@@ -111,11 +111,16 @@ async fn result_uses_the_same_options_as_vote() {
     let vote_config = infra.config(Service::Vote, |f| f.merge(("options", options.clone())));
     assert_eq!(result_config.options(), vote_config.options());
 
-    let app = crate::helpers::spawn_result_with(result_config).await;
-    let vote = spawn_vote(&infra, |f| f.merge(("options", options.clone()))).await;
-    let mut worker = infra.worker(|f| f.merge(("options", options)));
+    let app = App::spawn(result::run, result_config, None).await;
+    let vote = App::spawn(
+        vote::run,
+        infra.config(Service::Vote, |f| f.merge(("options", options.clone()))),
+        None,
+    )
+    .await;
+    let mut worker = worker(&infra, |f| f.merge(("options", options)));
 
-    let vote_page = testkit::http::get(vote, "/").await.unwrap().body;
+    let vote_page = testkit::http::get(vote.addr, "/").await.unwrap().body;
     let tally = app.tally_where("a fresh tally", |t| !t.stale).await;
     for option in &tally.options {
         assert!(
@@ -131,7 +136,7 @@ async fn result_uses_the_same_options_as_vote() {
     }
 
     let answer = send(
-        vote,
+        vote.addr,
         Method::POST,
         "/api/vote",
         &[("content-type", "application/json")],

@@ -2,16 +2,13 @@
 //! hardening headers on every answer.
 
 use hyper::{Method, StatusCode};
-
-use crate::helpers::{Infra, Received, eventually, metric, spawn_result, spawn_result_with, voter};
-use common::config::{Config, Service};
-use figment::Figment;
-use figment::providers::Serialized;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::helpers::{DEADLINE, Infra, Received, cast, eventually, metric, spawn_result, voter};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
     app.tally_where("a fresh tally", |t| !t.stale).await;
@@ -19,7 +16,7 @@ async fn health_readiness_and_metrics() {
 
     let mut socket = app.socket().await;
     socket.next_tally().await;
-    infra.cast(&voter(1), "a").await;
+    cast(&infra, &voter(1), "a").await;
     socket.tally_where("the vote", |t| t.total == 1).await;
 
     let metrics = app.get("/metrics").await;
@@ -50,11 +47,11 @@ async fn health_readiness_and_metrics() {
 async fn starts_and_serves_while_postgres_is_unreachable() {
     // A port nothing listens on.
     let port = testkit::free_port();
-    let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Result))).merge((
-        "postgres.url",
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-    ));
-    let app = spawn_result_with(Config::from_figment(&figment).unwrap()).await;
+    let unreachable = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let app = spawn_result(&Infra::default(), |f| {
+        f.merge(("postgres.url", unreachable))
+    })
+    .await;
 
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(
@@ -77,7 +74,7 @@ async fn starts_and_serves_while_postgres_is_unreachable() {
 
 #[tokio::test]
 async fn shutdown_closes_open_sockets_with_1001() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let mut app = spawn_result(&infra, |f| f).await;
     let mut socket = app.socket().await;
     socket.next_tally().await;
@@ -104,7 +101,7 @@ type Case<'a> = (
 
 #[tokio::test]
 async fn every_answer_carries_the_hardening_headers() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f.merge(("result.max_sockets", 1))).await;
     app.tally_where("a fresh tally", |t| !t.stale).await;
     let upgrade = [
@@ -173,7 +170,7 @@ async fn every_answer_carries_the_hardening_headers() {
     }
     // The socket accepted above is gone once its client hung up; the next one takes the one
     // place, and another while it is open is refused with 503, hardened too.
-    let _open = eventually("the place is free again", || async {
+    let _open = eventually(DEADLINE, "the place is free again", || async {
         app.socket_with(&[]).await.ok()
     })
     .await;
@@ -183,11 +180,11 @@ async fn every_answer_carries_the_hardening_headers() {
 
     // Without PostgreSQL, /readyz says 503: hardened as well.
     let port = testkit::free_port();
-    let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Result))).merge((
-        "postgres.url",
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-    ));
-    let down = spawn_result_with(Config::from_figment(&figment).unwrap()).await;
+    let unreachable = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let down = spawn_result(&Infra::default(), |f| {
+        f.merge(("postgres.url", unreachable))
+    })
+    .await;
     let readyz = down.get("/readyz").await;
     assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
     testkit::http::assert_hardened("readyz 503", &readyz.headers);

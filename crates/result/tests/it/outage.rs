@@ -3,21 +3,21 @@
 
 use hyper::StatusCode;
 
-use crate::helpers::{Infra, eventually, metric, spawn_result, voter};
+use crate::helpers::{DEADLINE, Infra, cast, eventually, metric, spawn_result, voter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_under_an_open_socket() {
-    let mut infra = Infra::start().await;
+    let mut infra = Infra::own_postgres().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let mut socket = app.socket().await;
     socket.tally_where("a fresh tally", |t| !t.stale).await;
-    infra.cast(&voter(1), "a").await;
+    cast(&infra, &voter(1), "a").await;
     socket
         .tally_where("the first vote", |t| t.count("a") == 1)
         .await;
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 
-    tokio::task::block_in_place(|| infra.pg.stop_immediate()).expect("PostgreSQL stops");
+    tokio::task::block_in_place(|| infra.server().stop_immediate()).expect("PostgreSQL stops");
     let stale = socket.tally_where("a stale tally", |t| t.stale).await;
     assert_eq!(stale.count("a"), 1, "the last counts are kept");
     let readyz = app.get("/readyz").await;
@@ -33,19 +33,19 @@ async fn postgres_restart_under_an_open_socket() {
     assert!(app.tally().await.stale);
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
 
-    tokio::task::block_in_place(|| infra.pg.start_again()).expect("PostgreSQL starts again");
+    tokio::task::block_in_place(|| infra.server().start_again()).expect("PostgreSQL starts again");
     let fresh = socket
         .tally_where("a fresh tally after the restart", |t| !t.stale)
         .await;
     assert_eq!(fresh.count("a"), 1);
-    infra.cast(&voter(2), "b").await;
+    cast(&infra, &voter(2), "b").await;
     let after = socket
         .tally_where("the vote after the restart", |t| t.count("b") == 1)
         .await;
     assert_eq!(after.total, 2);
     assert!(!after.stale);
 
-    eventually("ready again", || async {
+    eventually(DEADLINE, "ready again", || async {
         (app.get("/readyz").await.status == StatusCode::OK).then_some(())
     })
     .await;

@@ -3,11 +3,11 @@
 
 use hyper::{Method, StatusCode};
 
-use crate::helpers::{Infra, spawn_result, voter};
+use crate::helpers::{Infra, cast, spawn_result, voter};
 
 #[tokio::test]
 async fn no_votes_yet_then_1_vote_then_2_votes() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     app.tally_where("a fresh tally", |t| !t.stale).await;
 
@@ -27,13 +27,13 @@ async fn no_votes_yet_then_1_vote_then_2_votes() {
         page.body
     );
 
-    infra.cast(&voter(1), "a").await;
+    cast(&infra, &voter(1), "a").await;
     app.tally_where("one vote", |t| t.total == 1).await;
     let page = app.get("/").await.body;
     assert!(page.contains("1 vote<"), "{page}");
     assert!(page.contains("class=\"bar w-100\"") && page.contains(">100%<"));
 
-    infra.cast(&voter(2), "b").await;
+    cast(&infra, &voter(2), "b").await;
     app.tally_where("two votes", |t| t.total == 2).await;
     let page = app.get("/").await.body;
     assert!(page.contains("2 votes<"), "{page}");
@@ -42,7 +42,7 @@ async fn no_votes_yet_then_1_vote_then_2_votes() {
 
 #[tokio::test]
 async fn labels_come_from_the_configuration() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let options = serde_json::json!([
         { "key": "tabs", "label": "Tabs" },
         { "key": "spaces", "label": "Spaces" },
@@ -64,9 +64,9 @@ async fn labels_come_from_the_configuration() {
         ]
     );
 
-    infra.cast(&voter(1), "both").await;
+    cast(&infra, &voter(1), "both").await;
     // A row for a key that is not configured (the default poll's `a`) is not shown.
-    infra.cast(&voter(2), "a").await;
+    cast(&infra, &voter(2), "a").await;
     app.tally_where("the vote for both", |t| t.count("both") == 1)
         .await;
     let page = app.get("/").await.body;
@@ -83,7 +83,7 @@ async fn labels_come_from_the_configuration() {
 
 #[tokio::test]
 async fn assets_are_separate_files_at_relative_urls() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     let page = app.get("/").await;
     assert!(page.body.contains("href=\"static/result.css\""));
@@ -138,7 +138,7 @@ async fn assets_are_separate_files_at_relative_urls() {
 
 #[tokio::test]
 async fn the_question_heads_the_page_escaped() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f.merge(("question", "Tabs <or> spaces & why?"))).await;
     let page = app.get("/").await.body;
     assert!(!page.contains("<or>"), "{page}");
@@ -159,7 +159,7 @@ async fn the_question_heads_the_page_escaped() {
 
 #[tokio::test]
 async fn the_voting_address_follows_public_url_and_hides_on_request() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| {
         f.merge(("public_url", "https://poll.example.org/vote/"))
     })
@@ -190,9 +190,9 @@ async fn the_voting_address_follows_public_url_and_hides_on_request() {
 
 #[tokio::test]
 async fn counts_are_grouped_in_the_browsers_language() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
-    let client = infra.pg_client().await;
+    let client = infra.pg().await;
     client
         .batch_execute(
             "INSERT INTO tallies (vote, count) VALUES ('a', 8551), ('b', 1200) \

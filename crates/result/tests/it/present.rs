@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use testkit::BrowserOptions;
-use testkit::story::{self, Pages, eventually, live, text};
+use testkit::eventually;
+use testkit::story::{self, Pages, live, text};
 
 use crate::e2e::{Stack, shots};
 use crate::helpers::{Infra, spawn_result};
@@ -54,7 +55,7 @@ async fn the_qr_code_of_a_projected_screenshot_opens_the_voting_page() {
                 .await
                 .unwrap();
             pages.add("result", &browser).await;
-            eventually("the results page is live", || async {
+            eventually(story::DEADLINE, "the results page is live", || async {
                 live(&browser).await.then_some(())
             })
             .await;
@@ -82,10 +83,14 @@ async fn the_qr_code_of_a_projected_screenshot_opens_the_voting_page() {
             assert_eq!(text(&browser, "h1").await.as_deref(), Some("Cats vs Dogs!"));
             assert!(story::find(&browser, "#option-a").await.is_some());
             story::click(&browser, "a[href=\"../result/\"]").await;
-            eventually("the link goes back to the results", || async {
-                let url = browser.current_url().await.ok()?;
-                (url.path() == "/result/").then_some(())
-            })
+            eventually(
+                story::DEADLINE,
+                "the link goes back to the results",
+                || async {
+                    let url = browser.current_url().await.ok()?;
+                    (url.path() == "/result/").then_some(())
+                },
+            )
             .await;
         })
         .await;
@@ -109,7 +114,7 @@ const LABELS: [&str; 10] = [
 async fn two_to_ten_options_fit_one_screen_and_one_phone() {
     let browser = story::browser(BrowserOptions::default()).await;
     for n in [2, 4, 10] {
-        let infra = Infra::start().await;
+        let infra = Infra::database().await.with_schema().await;
         let options: Vec<_> = LABELS[..n]
             .iter()
             .enumerate()
@@ -124,7 +129,7 @@ async fn two_to_ten_options_fit_one_screen_and_one_phone() {
             .map(|i| format!("('o{i}', {})", 12_345 * (i + 1) % 99_991))
             .collect();
         infra
-            .pg_client()
+            .pg()
             .await
             .batch_execute(&format!(
                 "INSERT INTO tallies (vote, count) VALUES {}; NOTIFY tallies",
@@ -139,7 +144,7 @@ async fn two_to_ten_options_fit_one_screen_and_one_phone() {
                 .goto(&format!("http://{}/", app.addr))
                 .await
                 .unwrap();
-            eventually("the page is live", || async {
+            eventually(story::DEADLINE, "the page is live", || async {
                 live(&browser).await.then_some(())
             })
             .await;
@@ -184,7 +189,7 @@ async fn two_to_ten_options_fit_one_screen_and_one_phone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_updates_group_thousands_and_add_up_to_100() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let options = json!([
         { "key": "a", "label": "A" },
         { "key": "b", "label": "B" },
@@ -202,7 +207,7 @@ async fn live_updates_group_thousands_and_add_up_to_100() {
         .goto(&format!("http://{}/", app.addr))
         .await
         .unwrap();
-    eventually("the page is live", || async {
+    eventually(story::DEADLINE, "the page is live", || async {
         live(&browser).await.then_some(())
     })
     .await;
@@ -213,7 +218,7 @@ async fn live_updates_group_thousands_and_add_up_to_100() {
 
     // Three equal shares and one without votes, sent over the socket.
     infra
-        .pg_client()
+        .pg()
         .await
         .batch_execute(
             "INSERT INTO tallies (vote, count) VALUES ('a', 1234), ('b', 1234), ('c', 1234); \
@@ -221,7 +226,7 @@ async fn live_updates_group_thousands_and_add_up_to_100() {
         )
         .await
         .unwrap();
-    let shown = eventually("the page shows the new counts", || async {
+    let shown = eventually(story::DEADLINE, "the page shows the new counts", || async {
         let total = text(&browser, "#total").await?;
         (total == "3.702 votes").then_some(())?;
         let mut rows = Vec::new();
@@ -249,7 +254,7 @@ async fn live_updates_group_thousands_and_add_up_to_100() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_status_line_says_stale_never_live_and_stale_at_once() {
-    let mut infra = Infra::start().await;
+    let mut infra = Infra::own_postgres().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     app.tally_where("a fresh tally", |t| !t.stale).await;
     let browser = story::browser(BrowserOptions::default()).await;
@@ -257,16 +262,20 @@ async fn one_status_line_says_stale_never_live_and_stale_at_once() {
         .goto(&format!("http://{}/", app.addr))
         .await
         .unwrap();
-    eventually("the page is live", || async {
+    eventually(story::DEADLINE, "the page is live", || async {
         live(&browser).await.then_some(())
     })
     .await;
 
-    tokio::task::block_in_place(|| infra.pg.stop_immediate()).expect("PostgreSQL stops");
-    eventually("the page says its results may be stale", || async {
-        let (state, said) = story::connection(&browser).await?;
-        (state == "stale" && said.starts_with("These results may be stale")).then_some(())
-    })
+    tokio::task::block_in_place(|| infra.server().stop_immediate()).expect("PostgreSQL stops");
+    eventually(
+        story::DEADLINE,
+        "the page says its results may be stale",
+        || async {
+            let (state, said) = story::connection(&browser).await?;
+            (state == "stale" && said.starts_with("These results may be stale")).then_some(())
+        },
+    )
     .await;
     let statuses = browser
         .execute(
@@ -282,8 +291,8 @@ async fn one_status_line_says_stale_never_live_and_stale_at_once() {
         "one status line, and it is not Live"
     );
 
-    tokio::task::block_in_place(|| infra.pg.start_again()).expect("PostgreSQL starts again");
-    eventually("the page is live again", || async {
+    tokio::task::block_in_place(|| infra.server().start_again()).expect("PostgreSQL starts again");
+    eventually(story::DEADLINE, "the page is live again", || async {
         live(&browser).await.then_some(())
     })
     .await;
@@ -291,7 +300,7 @@ async fn one_status_line_says_stale_never_live_and_stale_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bars_animate_unless_the_system_asks_for_less_motion() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     for (reduced_motion, want) in [
         (false, json!(["0.6s", "grow"])),

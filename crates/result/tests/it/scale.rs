@@ -3,13 +3,13 @@
 
 use futures_util::future::join_all;
 
-use crate::helpers::{Infra, Socket, eventually, metric, spawn_result, voter};
+use crate::helpers::{DEADLINE, Infra, Socket, cast, eventually, metric, spawn_result, voter};
 
 const SOCKETS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sockets_all_get_the_update_and_a_stalled_client_delays_none() {
-    let infra = Infra::start().await;
+    let infra = Infra::database().await.with_schema().await;
     let app = spawn_result(&infra, |f| f).await;
     app.tally_where("a fresh tally", |t| !t.stale).await;
 
@@ -35,7 +35,7 @@ async fn a_thousand_sockets_all_get_the_update_and_a_stalled_client_delays_none(
         "{text}"
     );
 
-    infra.cast(&voter(1), "a").await;
+    cast(&infra, &voter(1), "a").await;
     let tasks = sockets.into_iter().map(|mut socket| {
         tokio::spawn(async move {
             let tally = socket.tally_where("the update", |t| t.total == 1).await;
@@ -51,7 +51,7 @@ async fn a_thousand_sockets_all_get_the_update_and_a_stalled_client_delays_none(
     assert_eq!(sockets.len(), SOCKETS);
 
     // A second update still reaches everyone while the stalled client holds its frames.
-    infra.cast(&voter(2), "b").await;
+    cast(&infra, &voter(2), "b").await;
     let tasks = sockets.into_iter().map(|mut socket| {
         tokio::spawn(async move {
             socket
@@ -62,7 +62,7 @@ async fn a_thousand_sockets_all_get_the_update_and_a_stalled_client_delays_none(
     for joined in join_all(tasks).await {
         joined.expect("every socket got the second update");
     }
-    eventually("the frames were counted", || async {
+    eventually(DEADLINE, "the frames were counted", || async {
         let text = app.get("/metrics").await.body;
         (metric(&text, "result_frames_sent_total") >= 3 * SOCKETS as u64).then_some(())
     })

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -42,18 +41,12 @@ async fn serve_page() -> SocketAddr {
 
 /// Waits until the page's title is `expected`.
 async fn title_becomes(browser: &Browser, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let title = browser.title().await.unwrap();
-        if title == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "title is {title:?}, not {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually(
+        testkit::DEADLINE,
+        &format!("the title {expected:?}"),
+        || async { (browser.title().await.unwrap() == expected).then_some(()) },
+    )
+    .await;
 }
 
 /// Every process whose command line mentions `needle`.

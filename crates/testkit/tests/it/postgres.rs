@@ -1,8 +1,8 @@
-//! `Postgres`: startup, databases, crash and restart, isolation, drop.
+//! `Postgres`: startup, databases, crash and restart, isolation, drop; `Infra`'s shared server.
 
 use std::net::TcpStream;
 
-use testkit::Postgres;
+use testkit::{Infra, Postgres};
 use tokio_postgres::Client;
 
 /// Connects to `url`, driving the connection on a background task.
@@ -145,4 +145,24 @@ async fn a_password_is_required_once_asked_for() {
     ))
     .await
     .expect("the password lets it in");
+}
+
+/// `Infra::database`: one server for the process, a fresh database per test, and what one
+/// test writes is never seen by another.
+#[tokio::test]
+async fn infra_databases_share_a_server_and_nothing_else() {
+    let (one, two) = (Infra::database().await, Infra::database().await);
+    let (server_one, db_one) = one.db_url().rsplit_once('/').unwrap();
+    let (server_two, db_two) = two.db_url().rsplit_once('/').unwrap();
+    assert_eq!(server_one, server_two, "one server");
+    assert_ne!(db_one, db_two, "two databases");
+    one.pg()
+        .await
+        .batch_execute("CREATE TABLE mine ()")
+        .await
+        .unwrap();
+    let seen = "SELECT count(*) FROM pg_tables WHERE tablename = 'mine'";
+    let count = |row: tokio_postgres::Row| row.get::<_, i64>(0);
+    assert_eq!(count(one.pg().await.query_one(seen, &[]).await.unwrap()), 1);
+    assert_eq!(count(two.pg().await.query_one(seen, &[]).await.unwrap()), 0);
 }

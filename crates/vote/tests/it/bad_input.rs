@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::helpers::{FORM, JSON, TestApp, TestResponse, is_voter_id, spawn_app, spawn_app_with};
+use crate::helpers::{FORM, JSON, TestApp, TestResponse, is_voter_id, spawn_app};
 
 /// Asserts `resp` has `status` and that the stream is still empty.
 async fn refused(app: &TestApp, what: &str, resp: &TestResponse, status: StatusCode) {
@@ -22,7 +22,7 @@ async fn good_vote_still_lands(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_option_is_refused_naming_it() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let form = app.post_form("vote=zebra", &[]).await;
     refused(&app, "form zebra", &form, StatusCode::BAD_REQUEST).await;
@@ -58,7 +58,7 @@ async fn unknown_option_is_refused_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_option_is_never_echoed_as_markup() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app
         .post_form("vote=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[])
@@ -80,7 +80,7 @@ async fn unknown_option_is_never_echoed_as_markup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_form_bodies_are_bad_requests() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let cases: [(&str, Bytes); 11] = [
         ("empty vote", Bytes::from_static(b"vote=")),
         (
@@ -117,7 +117,7 @@ async fn malformed_form_bodies_are_bad_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_bodies_are_bad_requests() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let cases: [(&str, &[u8]); 11] = [
         ("not JSON", b"vote=a"),
         ("empty body", b""),
@@ -151,7 +151,7 @@ fn padded_form(len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_413() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let declared = app.post_form(padded_form(4097), &[]).await;
     refused(
@@ -200,7 +200,7 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_body_within_the_limit_is_accepted() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let chunks = vec![Bytes::from_static(b"vo"), Bytes::from_static(b"te=b")];
     let resp = app
@@ -215,7 +215,7 @@ async fn chunked_body_within_the_limit_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_type_is_415() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     for content_type in [
         "text/plain",
@@ -279,7 +279,7 @@ async fn wrong_content_type_is_415() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_is_405_with_allow() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let cases = [
         (Method::DELETE, "/", ["GET", "POST"].as_slice()),
         (Method::PUT, "/", &["GET", "POST"]),
@@ -329,7 +329,7 @@ async fn wrong_method_is_405_with_allow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_path_is_404() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     for path in [
         "/nope",
@@ -350,7 +350,7 @@ async fn unknown_path_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_votes_are_403() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let cases: [(&str, &[(&str, &str)]); 4] = [
         ("foreign origin", &[("origin", "https://evil.example")]),
         ("Sec-Fetch-Site", &[("sec-fetch-site", "cross-site")]),
@@ -377,7 +377,7 @@ async fn cross_site_votes_are_403() {
 /// same-site` notwithstanding. Its vote is refused and the victim's vote stays as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_without_a_port_is_the_default_port() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let victim = app
         .post_form(
             "vote=a",
@@ -436,7 +436,7 @@ async fn a_host_without_a_port_is_the_default_port() {
 /// With one, the proxy's `X-Forwarded-Proto` names the scheme, and its default port is 443.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origins_scheme_is_the_one_the_request_came_over() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let secure = [
         ("host", "example.com"),
         ("origin", "https://example.com"),
@@ -451,7 +451,7 @@ async fn the_origins_scheme_is_the_one_the_request_came_over() {
     )
     .await;
 
-    let app = spawn_app_with(|f| f.merge(("http.trust_proxy", true))).await;
+    let app = spawn_app(|f| f.merge(("http.trust_proxy", true))).await;
     for headers in [
         [
             ("host", "example.com"),
@@ -488,7 +488,7 @@ async fn the_origins_scheme_is_the_one_the_request_came_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_voter_cookie_gets_a_fresh_id() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let bad_ids = [
         "../../etc".to_string(),
         "0123456789ABCDEF0123456789ABCDEF".to_string(),
@@ -534,7 +534,7 @@ async fn malformed_voter_cookie_gets_a_fresh_id() {
 /// to 16 lowercase hex digits): it stays the same voter here, so its vote is not counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_original_apps_voter_ids_are_kept() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     for original in ["5e1f0a2b3c4d5e6", "ffffffffffffffff", "7a"] {
         let cookie = format!("voter_id={original}");
         let page = app.get("/", &[("cookie", &cookie)]).await;
@@ -559,7 +559,7 @@ async fn the_original_apps_voter_ids_are_kept() {
 #[tokio::test]
 async fn a_body_that_never_arrives_is_cut_off_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = crate::helpers::spawn_app_with(|f| f.merge(("http.body_timeout_ms", 200))).await;
+    let app = crate::helpers::spawn_app(|f| f.merge(("http.body_timeout_ms", 200))).await;
     let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     // Headers promise 100 bytes; only one arrives.
     let head = "POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
@@ -574,7 +574,7 @@ async fn a_body_that_never_arrives_is_cut_off_with_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_header_that_is_not_text_gets_a_fresh_id() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let mut request = b"POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
         Content-Length: 12\r\nConnection: close\r\nCookie: voter_id=0123456789abcdef\xff\xfe0123456789abcdef\r\n\r\n"

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
-use testkit::service::{SecretFile, ServiceProcess, test_user};
+use testkit::child::{ChildProcess, SecretFile, test_user};
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -27,7 +27,7 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
         .expect("Redis now asks for a password");
     let secret = SecretFile::new(&format!("{redis_password}\n"), run_as).unwrap();
 
-    let mut vote = ServiceProcess::spawn(
+    let mut vote = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_vote").as_ref(),
         &[
             ("RUST_LOG", "debug".to_string()),
@@ -85,7 +85,7 @@ async fn a_refused_password_is_logged_once_not_once_per_vote() {
         .unwrap();
     redis.require_password(right).unwrap();
     let port = redis.port();
-    let vote = ServiceProcess::spawn(
+    let vote = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_vote").as_ref(),
         &[
             ("NO_COLOR", "1".to_string()),
@@ -183,7 +183,7 @@ fn an_unknown_key_in_the_config_file_exits_2_naming_it() {
 
 #[test]
 fn answers_help_and_version() {
-    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_vote").as_ref(), "vote");
+    testkit::child::assert_help_and_version(env!("CARGO_BIN_EXE_vote").as_ref(), "vote");
 }
 
 /// Idle connections the binary holds, and the bound on what each may cost.
@@ -195,7 +195,7 @@ const IDLE_KIB_EACH: u64 = 6;
 /// limit of 128 MiB). Measured on the real binary's RSS, from `/proc`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_costs_a_few_kib() {
-    let vote = ServiceProcess::spawn(
+    let vote = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_vote").as_ref(),
         &[
             ("VOTING_REDIS__URL", "redis://127.0.0.1:1".to_string()),

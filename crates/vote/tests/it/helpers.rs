@@ -1,29 +1,25 @@
-//! The harness: a real vote service on `127.0.0.1:0`, backed by its own throwaway
-//! `redis-server`, plus a small hyper 1 client that speaks to it over real TCP.
-//!
-//! Nothing is mocked and nothing reads the process environment: each test builds its
-//! configuration from the built-in defaults with figment, pointed at its private Redis.
+//! The harness: a real vote service on `127.0.0.1:0` backed by its own throwaway
+//! `redis-server` (testkit's), plus a small hyper 1 client that speaks to it over real TCP,
+//! with control of every header and of chunked bodies.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::config::{Config, Service};
+use common::config::Service;
 use figment::Figment;
-use figment::providers::Serialized;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+pub use testkit::eventually;
+use testkit::{App, Infra};
+use tokio::net::TcpStream;
 
 pub const FORM: &str = "application/x-www-form-urlencoded";
 pub const JSON: &str = "application/json";
@@ -35,56 +31,28 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 /// A running vote service and the Redis behind it. Dropping it stops both.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub redis: testkit::Redis,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub infra: Infra,
+    service: App,
 }
 
 /// One stream entry: `(entry id, voter_id, vote)`.
 pub type Entry = (String, String, String);
 
-/// Starts the service with the default configuration.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|figment| figment).await
-}
-
 /// Starts the service with the defaults, the test Redis, then `customize` on top.
-pub async fn spawn_app_with(customize: impl FnOnce(Figment) -> Figment) -> TestApp {
-    testkit::init_logging();
-    let redis = testkit::Redis::start().expect("redis-server starts");
-    let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Vote)))
-        .merge(("redis.url", redis.url()));
-    let config =
-        Config::from_figment(&customize(figment)).expect("the test configuration is valid");
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("listener address");
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(vote::run(config, listener, async move {
-        shutdown_rx.await.ok();
-    }));
+pub async fn spawn_app(customize: impl FnOnce(Figment) -> Figment) -> TestApp {
+    let infra = Infra::redis_only();
+    let service = App::spawn(vote::run, infra.config(Service::Vote, customize), None).await;
     TestApp {
-        addr,
-        redis,
-        shutdown: Some(shutdown_tx),
-        server: Some(server),
+        addr: service.addr,
+        infra,
+        service,
     }
 }
 
 impl TestApp {
     /// Asks the service to shut down and waits until `run` has returned.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.server.take() {
-            Some(server) => tokio::time::timeout(REQUEST_DEADLINE, server)
-                .await
-                .expect("the service stops within the deadline")
-                .expect("the service task did not panic"),
-            None => Ok(()),
-        }
+        self.service.stop().await
     }
 
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
@@ -208,11 +176,7 @@ impl TestApp {
 
     /// Every entry of the `ballots` stream (`XRANGE ballots - +`), oldest first.
     pub async fn stream_entries(&self) -> Vec<Entry> {
-        let client = redis::Client::open(self.redis.url()).expect("a valid Redis URL");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test Redis");
+        let mut conn = self.infra.redis_conn().await;
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(STREAM)
             .arg("-")
@@ -236,14 +200,6 @@ impl TestApp {
                 (entry.id, voter, vote)
             })
             .collect()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -316,25 +272,6 @@ pub fn is_voter_id(s: &str) -> bool {
 /// [`testkit::http::assert_hardened`]).
 pub fn assert_hardened(what: &str, resp: &TestResponse) {
     testkit::http::assert_hardened(what, &resp.headers);
-}
-
-/// Runs `attempt` until it returns `Some`, every 50 ms, for at most `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < until,
-            "{what}: not the case within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A request body of unknown length, so hyper sends it chunked.

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::spawn_app;
 
 /// Longest a raw exchange may take before the test fails instead of hanging.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -58,7 +58,7 @@ fn form_post(extra: &str) -> Vec<u8> {
 async fn slow_clients_are_cut_off_and_a_normal_client_is_served() {
     // Two places, both taken by slow clients: one silent, one sending its head a byte at a
     // time. The header timeout must free both for the normal client behind them.
-    let app = spawn_app_with(|f| {
+    let app = spawn_app(|f| {
         f.merge(("http.max_connections", 2))
             .merge(("http.header_timeout_ms", 500))
     })
@@ -117,7 +117,7 @@ async fn slow_clients_are_cut_off_and_a_normal_client_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_a_client_waits_and_is_served_when_a_place_frees() {
-    let app = spawn_app_with(|f| f.merge(("http.max_connections", 1))).await;
+    let app = spawn_app(|f| f.merge(("http.max_connections", 1))).await;
     // The one place: a keep-alive connection that has been answered once.
     let stream = TcpStream::connect(app.addr).await.unwrap();
     let (mut holder, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -164,7 +164,7 @@ async fn past_the_connection_cap_a_client_waits_and_is_served_when_a_place_frees
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_431() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let max = common::web::MAX_HEAD_BYTES;
 
     let long_cookie = format!("Cookie: voter_id={}\r\n", "a".repeat(max + 1));
@@ -204,7 +204,7 @@ async fn oversized_request_heads_are_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_request_heads_are_400() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let cases: [(&str, &[u8]); 5] = [
         ("not HTTP", b"HELLO THERE\r\n\r\n"),
         (
@@ -243,7 +243,7 @@ async fn malformed_request_heads_are_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_is_cut_off_with_408() {
     // The body timeout bounds the whole body, not the pause between two bytes.
-    let app = spawn_app_with(|f| f.merge(("http.body_timeout_ms", 300))).await;
+    let app = spawn_app(|f| f.merge(("http.body_timeout_ms", 300))).await;
     let mut socket = TcpStream::connect(app.addr).await.unwrap();
     socket
         .write_all(
@@ -278,7 +278,7 @@ async fn a_request_with_both_a_length_and_chunking_smuggles_nothing() {
     // Request smuggling: a proxy reading by Content-Length would forward all of this as one
     // request, while a server reading the chunks would find a second, hidden request after
     // them. The hidden vote must never be queued.
-    let app = spawn_app_with(|f| f.merge(("http.header_timeout_ms", 500))).await;
+    let app = spawn_app(|f| f.merge(("http.header_timeout_ms", 500))).await;
     let hidden = "POST /api/vote HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
                   Content-Length: 12\r\n\r\n{\"vote\":\"b\"}";
     let body = format!("c\r\n{{\"vote\":\"a\"}}\r\n0\r\n\r\n{hidden}");
@@ -312,7 +312,7 @@ async fn a_request_with_both_a_length_and_chunking_smuggles_nothing() {
 /// headers and closes the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_nginx_refuses_are_refused_here_too() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let form = "Content-Type: application/x-www-form-urlencoded\r\n";
     let chunked_vote = "6\r\nvote=a\r\n0\r\n\r\n";
     let cases = [
@@ -372,7 +372,7 @@ async fn requests_nginx_refuses_are_refused_here_too() {
 /// `/healthz` is still answered once they are cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_by_the_write_deadline() {
-    let app = spawn_app_with(|f| {
+    let app = spawn_app(|f| {
         f.merge(("http.write_timeout_ms", 200))
             .merge(("http.max_connections", 3))
     })

@@ -8,14 +8,14 @@ use crate::helpers::{FORM, JSON, assert_hardened, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_readyz_follow_redis() {
-    let mut app = spawn_app().await;
+    let mut app = spawn_app(|f| f).await;
 
     let health = app.get("/healthz", &[]).await;
     assert_eq!(health.status, StatusCode::OK, "{health:?}");
     let ready = app.get("/readyz", &[]).await;
     assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
 
-    app.redis.kill();
+    app.infra.redis_mut().kill();
 
     let ready = app.get("/readyz", &[]).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
@@ -30,7 +30,7 @@ async fn healthz_and_readyz_follow_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_accepted_and_refused_votes() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let before = app.get("/metrics", &[]).await;
     assert_eq!(before.status, StatusCode::OK);
@@ -87,7 +87,7 @@ type Case<'a> = (&'a str, Method, &'a str, Vec<(&'a str, &'a str)>, Bytes);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_the_hardening_headers() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let no_body = Bytes::new();
     let requests: Vec<Case<'_>> = vec![
         ("page", Method::GET, "/", vec![], no_body.clone()),

@@ -3,7 +3,7 @@
 use figment::providers::{Format, Toml};
 use http::{Method, StatusCode};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::spawn_app;
 
 /// The opening tag of the button of option `key`.
 fn button<'a>(html: &'a str, key: &str) -> &'a str {
@@ -18,7 +18,7 @@ fn button<'a>(html: &'a str, key: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_shows_default_options_host_and_hint() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app.get("/", &[]).await;
 
@@ -65,7 +65,7 @@ async fn page_shows_default_options_host_and_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_shows_configured_options_in_order() {
-    let app = spawn_app_with(|f| {
+    let app = spawn_app(|f| {
         f.merge(Toml::string(
             r#"
             options = [
@@ -108,7 +108,7 @@ async fn page_takes_three_options_from_a_merged_list() {
         serde_json::json!({ "key": "y", "label": "Yodel" }),
         serde_json::json!({ "key": "z", "label": "Zither" }),
     ];
-    let app = spawn_app_with(|f| f.merge(("options", options))).await;
+    let app = spawn_app(|f| f.merge(("options", options))).await;
 
     let resp = app.get("/", &[]).await;
 
@@ -127,7 +127,7 @@ async fn page_takes_three_options_from_a_merged_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_question_is_configured_and_escaped() {
-    let app = spawn_app_with(|f| f.merge(("question", "Tabs <or> \"spaces\" & why?"))).await;
+    let app = spawn_app(|f| f.merge(("question", "Tabs <or> \"spaces\" & why?"))).await;
 
     let html = app.get("/", &[]).await.body;
 
@@ -151,7 +151,7 @@ async fn the_question_is_configured_and_escaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_icon_is_served() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app.get("/static/favicon.svg", &[]).await;
 
@@ -167,7 +167,7 @@ async fn the_icon_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_of_page_has_no_body() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app.request(Method::HEAD, "/", &[], "").await;
 
@@ -181,7 +181,7 @@ async fn head_of_page_has_no_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stylesheet_is_served_as_css() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app.get("/static/style.css", &[]).await;
 

@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::helpers::{assert_hardened, eventually, is_voter_id, spawn_app, spawn_app_with};
+use crate::helpers::{assert_hardened, eventually, is_voter_id, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_and_the_service_heals_after_restart() {
-    let mut app = spawn_app().await;
+    let mut app = spawn_app(|f| f).await;
     // A first vote, so the pool holds a connection that is about to die.
     let before = app.post_form("vote=a", &[]).await;
     assert_eq!(before.status, StatusCode::SEE_OTHER, "{before:?}");
 
-    app.redis.kill();
+    app.infra.redis_mut().kill();
 
     for attempt in 0..3 {
         let form = app.post_form("vote=b", &[]).await;
@@ -58,7 +58,7 @@ async fn redis_down_is_503_and_the_service_heals_after_restart() {
         "{form:?}"
     );
 
-    app.redis.restart().expect("redis restarts");
+    app.infra.redis_mut().restart().expect("redis restarts");
 
     // The pooled connection is dead; the service must replace it without a restart. Allow a
     // failed attempt or two while it does, but never anything but 303 or 503.
@@ -86,8 +86,8 @@ async fn redis_down_is_503_and_the_service_heals_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_from_the_start_is_503() {
-    let mut app = spawn_app().await;
-    app.redis.kill();
+    let mut app = spawn_app(|f| f).await;
+    app.infra.redis_mut().kill();
 
     let form = app.post_form("vote=a", &[]).await;
     assert_eq!(form.status, StatusCode::SERVICE_UNAVAILABLE, "{form:?}");
@@ -103,7 +103,7 @@ async fn redis_down_from_the_start_is_503() {
     assert_eq!(app.get("/", &[]).await.status, StatusCode::OK);
     assert_eq!(app.get("/healthz", &[]).await.status, StatusCode::OK);
 
-    app.redis.restart().expect("redis restarts");
+    app.infra.redis_mut().restart().expect("redis restarts");
     eventually(Duration::from_secs(10), "a vote succeeds", || async {
         let resp = app.post_json(r#"{"vote":"a"}"#, &[]).await;
         match resp.status {
@@ -117,7 +117,7 @@ async fn redis_down_from_the_start_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_over_the_bound_is_refused() {
-    let app = spawn_app_with(|f| f.merge(("queue.max_backlog", 3))).await;
+    let app = spawn_app(|f| f.merge(("queue.max_backlog", 3))).await;
 
     for n in 0..3 {
         let resp = app.post_form("vote=a", &[]).await;
@@ -164,14 +164,14 @@ async fn backlog_over_the_bound_is_refused() {
 /// one row. A first-time JSON client with no cookie learns its id from the 503's body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_gives_unconfirmed_answers_and_a_retry_is_the_same_voter() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     // A vote first, so the pool holds a live connection: the next vote is written to it.
     let warm = app.post_json(r#"{"vote":"a"}"#, &[]).await;
     assert_eq!(warm.status, StatusCode::ACCEPTED, "{warm:?}");
 
-    app.redis.pause().expect("SIGSTOP redis-server");
+    app.infra.redis().pause().expect("SIGSTOP redis-server");
     let stalled = app.post_json(r#"{"vote":"b"}"#, &[]).await;
-    app.redis.resume().expect("SIGCONT redis-server");
+    app.infra.redis().resume().expect("SIGCONT redis-server");
 
     assert_eq!(
         stalled.status,

@@ -7,7 +7,7 @@ use domain::queue::EntryId;
 use http::StatusCode;
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestResponse, is_voter_id, spawn_app, spawn_app_with};
+use crate::helpers::{TestResponse, is_voter_id, spawn_app};
 
 const YEAR_SECONDS: u32 = 365 * 24 * 3600;
 
@@ -40,7 +40,7 @@ fn entry_id(id: &str) -> EntryId {
 /// and the vote then carries it, so a retry of that first vote is the same voter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_issues_a_voter_id_before_the_first_vote() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let page = app.get("/", &[]).await;
     assert_eq!(page.status, StatusCode::OK);
     let voter = page.voter_id();
@@ -74,7 +74,7 @@ async fn the_page_issues_a_voter_id_before_the_first_vote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_vote_redirects_sets_cookie_and_queues_one_ballot() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app.post_form("vote=a", &[]).await;
 
@@ -106,7 +106,7 @@ async fn form_vote_redirects_sets_cookie_and_queues_one_ballot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_cookie_setting_adds_secure() {
-    let app = spawn_app_with(|f| f.merge(("vote.secure_cookie", true))).await;
+    let app = spawn_app(|f| f.merge(("vote.secure_cookie", true))).await;
 
     let resp = app.post_form("vote=b", &[]).await;
 
@@ -116,7 +116,7 @@ async fn secure_cookie_setting_adds_secure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_saying_https_adds_secure() {
-    let app = spawn_app_with(|f| f.merge(("http.trust_proxy", true))).await;
+    let app = spawn_app(|f| f.merge(("http.trust_proxy", true))).await;
 
     let https = [("x-forwarded-proto", "https")];
     let form = app.post_form("vote=a", &https).await;
@@ -138,7 +138,7 @@ async fn a_trusted_proxy_saying_https_adds_secure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_proto_is_ignored_unless_the_proxy_is_trusted() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app
         .post_form("vote=a", &[("x-forwarded-proto", "https")])
@@ -151,7 +151,7 @@ async fn forwarded_proto_is_ignored_unless_the_proxy_is_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_vote_is_accepted_with_its_ballot_id() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let resp = app.post_json(r#"{"vote":"b"}"#, &[]).await;
 
@@ -174,7 +174,7 @@ async fn json_vote_is_accepted_with_its_ballot_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revote_with_the_cookie_keeps_the_voter_and_queues_the_new_choice() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let first = app.post_form("vote=a", &[]).await;
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
@@ -220,7 +220,7 @@ async fn revote_with_the_cookie_keeps_the_voter_and_queues_the_new_choice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_ignores_a_choice_cookie_naming_no_option() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
 
     let page = app
         .get("/", &[("cookie", "vote_choice=<script>; voter_id=x")])
@@ -238,7 +238,7 @@ async fn page_ignores_a_choice_cookie_naming_no_option() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_voters_at_once_are_all_queued() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let app = std::sync::Arc::new(app);
     // Half come back with an id of their own, half are new; half use the form, half JSON.
     let known: Vec<String> = (0..25)
@@ -298,7 +298,7 @@ async fn fifty_voters_at_once_are_all_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_of_exactly_the_limit_is_accepted() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let mut body = String::from("vote=a&pad=");
     body.push_str(&"x".repeat(4096 - body.len()));
     assert_eq!(body.len(), 4096);
@@ -311,7 +311,7 @@ async fn body_of_exactly_the_limit_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_origin_browser_vote_is_accepted() {
-    let app = spawn_app().await;
+    let app = spawn_app(|f| f).await;
     let origin = format!("http://{}", app.addr);
 
     let resp = app
@@ -327,7 +327,7 @@ async fn same_origin_browser_vote_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_stops_on_shutdown() {
-    let mut app = spawn_app().await;
+    let mut app = spawn_app(|f| f).await;
     assert_eq!(app.get("/healthz", &[]).await.status, StatusCode::OK);
 
     app.stop().await.expect("run returns Ok");

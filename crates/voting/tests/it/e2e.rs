@@ -28,7 +28,7 @@ use testkit::free_port;
 use testkit::story::{self, Screenshots};
 use tokio::sync::Mutex;
 
-use crate::helpers::{Binary, Infra, traversable_tempdir};
+use crate::helpers::{Binary, Infra, config, infra, traversable_tempdir};
 
 /// The `voting` binary on a fixed free port, against testkit's Redis and PostgreSQL.
 struct Running {
@@ -44,7 +44,7 @@ struct Running {
 impl Running {
     async fn start() -> Running {
         let running = Running {
-            infra: Infra::start().await,
+            infra: infra().await,
             port: free_port(),
             binary: Mutex::new(None),
             dir: traversable_tempdir(),
@@ -64,8 +64,8 @@ impl Running {
         assert!(binary.is_none(), "the binary is stopped");
         let env = [
             ("VOTING_LISTEN", format!("127.0.0.1:{}", self.port)),
-            ("VOTING_REDIS__URL", self.infra.redis.url()),
-            ("VOTING_POSTGRES__URL", self.infra.db_url.clone()),
+            ("VOTING_REDIS__URL", self.infra.redis().url()),
+            ("VOTING_POSTGRES__URL", self.infra.db_url().to_string()),
             ("VOTING_VOTING__SUPERVISE", "false".to_string()),
         ];
         let log = self.log();
@@ -88,7 +88,7 @@ impl Running {
     /// Queues a vote for `key` from a new voter the way the voting page does, straight into
     /// Redis (the binary may be stopped).
     async fn queue_vote(&self, key: &str) {
-        let queue = vote::queue::Queue::new(&self.infra.config()).expect("a queue");
+        let queue = vote::queue::Queue::new(&config(&self.infra)).expect("a queue");
         let key = OptionKey::parse(key).expect("a valid option key");
         queue
             .append(&VoterId::random(), &key)

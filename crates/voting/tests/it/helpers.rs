@@ -1,137 +1,47 @@
-//! The harness: throwaway Redis and PostgreSQL (testkit), the app in this process on port 0,
-//! the `voting` binary as a child process, a WebSocket client, and polling with a deadline.
+//! The harness: testkit's (a Redis, a fresh PostgreSQL database, the app in this process on
+//! port 0, a WebSocket client, polling with a deadline), and the `voting` binary as a child
+//! process.
 //!
 //! Nothing reads or changes this process's environment: configurations are built from the
 //! built-in defaults with figment, and the binary gets its settings in its own environment.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::config::{Config, Service};
-use figment::Figment;
-use figment::providers::Serialized;
-use futures_util::StreamExt;
-use hyper::{Method, StatusCode};
-use serde::Deserialize;
+use hyper::Method;
 use testkit::http::Answer;
-use testkit::{Postgres, Redis};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+pub use testkit::{App, Infra, Socket, Tally, eventually};
+use tokio::sync::mpsc;
 
 /// How long any awaited condition may take before the test fails instead of hanging (the
 /// binary's first start runs initdb).
 pub const DEADLINE: Duration = Duration::from_secs(90);
+/// Where the all-in-one serves the tally JSON.
+pub const TALLY: &str = "/result/api/tally";
 
-/// Polls `check` until it gives `Some`, failing after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    testkit::eventually(DEADLINE, what, check).await
+/// Redis and a fresh database (no schema: the app applies it).
+pub async fn infra() -> Infra {
+    Infra::database().await.with_redis()
 }
 
-/// Redis and a fresh PostgreSQL database.
-pub struct Infra {
-    pub redis: Redis,
-    /// Kept alive for the test's duration.
-    _pg: Postgres,
-    pub db_url: String,
-}
-
-impl Infra {
-    pub async fn start() -> Infra {
-        testkit::init_logging();
-        let redis = Redis::start().expect("redis-server starts");
-        let pg = Postgres::start().expect("PostgreSQL starts");
-        let db_url = pg.create_database().await.expect("a fresh database");
-        Infra {
-            redis,
-            _pg: pg,
-            db_url,
-        }
-    }
-
-    /// The all-in-one configuration against this infrastructure.
-    pub fn config(&self) -> Config {
-        let figment = Figment::from(Serialized::defaults(Config::defaults(Service::Voting)))
-            .merge(("listen", "127.0.0.1:0"))
-            .merge(("redis.url", self.redis.url()))
-            .merge(("postgres.url", self.db_url.clone()))
-            .merge(("worker.block_ms", 50))
-            .merge(("voting.supervise", false));
-        Config::from_figment(&figment).expect("the test configuration is valid")
-    }
+/// The all-in-one configuration against `infra`, its servers not supervised.
+pub fn config(infra: &Infra) -> Config {
+    infra.config(Service::Voting, |f| f.merge(("voting.supervise", false)))
 }
 
 /// `voting::run` in this process.
-pub struct App {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
 pub async fn spawn_app(infra: &Infra) -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(voting::run(infra.config(), listener, async move {
-        let _ = stopped.await;
-    }));
-    App {
-        addr,
-        stop: Some(stop),
-        task: Some(task),
-    }
-}
-
-impl App {
-    pub async fn get(&self, path: &str) -> Answer {
-        request(self.addr, Method::GET, path, &[], String::new()).await
-    }
-
-    /// A browser's form vote on the vote page.
-    pub async fn vote_form(&self, key: &str) -> Answer {
-        vote_form(self.addr, key).await
-    }
-
-    /// Stops the app as SIGTERM would, and waits until it returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().expect("stopped once");
-        tokio::time::timeout(DEADLINE, task)
-            .await
-            .expect("the app stops in time")
-            .expect("the app did not panic")
-    }
-}
-
-/// One request to `addr`, within the deadline.
-pub async fn request(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: String,
-) -> Answer {
-    let exchange = testkit::http::send(addr, method.clone(), path, headers, body);
-    tokio::time::timeout(DEADLINE, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer in time"))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
+    let mut app = App::spawn(voting::run, config(infra), None).await;
+    app.results = "/result";
+    app
 }
 
 /// `POST /vote/` with the form a browser sends, as a new voter.
 pub async fn vote_form(addr: SocketAddr, key: &str) -> Answer {
-    request(
+    testkit::http::request(
         addr,
         Method::POST,
         "/vote/",
@@ -139,93 +49,6 @@ pub async fn vote_form(addr: SocketAddr, key: &str) -> Answer {
         format!("vote={key}"),
     )
     .await
-}
-
-/// `GET /result/api/tally`, parsed.
-pub async fn tally(addr: SocketAddr) -> Tally {
-    let answer = request(addr, Method::GET, "/result/api/tally", &[], String::new()).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    serde_json::from_str(&answer.body).expect("the tally is JSON")
-}
-
-/// Polls the tally until `pred` holds.
-pub async fn tally_where(addr: SocketAddr, what: &str, pred: impl Fn(&Tally) -> bool) -> Tally {
-    eventually(what, || async {
-        let tally = tally(addr).await;
-        pred(&tally).then_some(tally)
-    })
-    .await
-}
-
-/// The snapshot JSON.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Tally {
-    pub options: Vec<TallyOption>,
-    pub total: u64,
-    pub stale: bool,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct TallyOption {
-    pub key: String,
-    pub count: u64,
-}
-
-impl Tally {
-    pub fn count(&self, key: &str) -> u64 {
-        self.options
-            .iter()
-            .find(|o| o.key == key)
-            .unwrap_or_else(|| panic!("option {key} is in the tally"))
-            .count
-    }
-}
-
-/// A WebSocket client.
-pub struct Socket(WebSocketStream<MaybeTlsStream<TcpStream>>);
-
-impl Socket {
-    pub async fn connect(url: &str) -> Socket {
-        let (ws, answer) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("the handshake completes in time")
-            .unwrap_or_else(|e| panic!("the socket at {url} opens: {e}"));
-        assert_eq!(answer.status(), StatusCode::SWITCHING_PROTOCOLS);
-        Socket(ws)
-    }
-
-    /// The next snapshot, skipping control frames.
-    pub async fn next_tally(&mut self) -> Tally {
-        let read = async {
-            loop {
-                match self.0.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        return serde_json::from_str(text.as_str())
-                            .unwrap_or_else(|e| panic!("a snapshot: {e}: {text}"));
-                    }
-                    Some(Ok(Message::Close(frame))) => panic!("the socket closed: {frame:?}"),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => panic!("the socket failed: {e}"),
-                    None => panic!("the socket ended"),
-                }
-            }
-        };
-        tokio::time::timeout(DEADLINE, read)
-            .await
-            .expect("a snapshot arrives in time")
-    }
-
-    /// Reads snapshots until one satisfies `pred`.
-    pub async fn tally_where(&mut self, what: &str, pred: impl Fn(&Tally) -> bool) -> Tally {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let tally = self.next_tally().await;
-            if pred(&tally) {
-                return tally;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        }
-    }
 }
 
 /// A temporary directory the `postgres` user can traverse when the tests run as root (the
@@ -307,7 +130,7 @@ impl Binary {
 
     /// Sends `signal` (e.g. `"TERM"`) to the binary.
     pub fn signal(&self, signal: &str) {
-        send_signal(self.pid(), signal);
+        testkit::signal(self.pid(), signal).expect("kill runs");
     }
 
     /// Waits for the binary to exit.
@@ -335,7 +158,7 @@ impl Drop for Binary {
     /// A failed test still stops the binary cleanly, so it stops its servers too.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            send_signal(self.child.id(), "TERM");
+            let _ = testkit::signal(self.child.id(), "TERM");
             let deadline = Instant::now() + DEADLINE;
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -366,15 +189,6 @@ pub fn voting_command() -> Command {
 /// The URL of the Redis `voting` starts itself with its data in `data_dir`.
 pub fn own_redis_url(data_dir: &Path) -> String {
     format!("redis+unix://{}/redis/redis.sock", data_dir.display())
-}
-
-/// `kill -s <signal> <pid>`.
-pub fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
 /// Whether process `pid` exists (a zombie counts: it was not reaped).

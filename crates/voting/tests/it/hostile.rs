@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use hyper::{Method, StatusCode};
 
-use crate::helpers::{Infra, request, spawn_app, tally_where};
+use crate::helpers::{DEADLINE, TALLY, Tally, eventually, infra, spawn_app};
 
 /// Ids an attacker might put in the `voter_id` cookie (valid header values all).
 const HOSTILE_IDS: [&str; 10] = [
@@ -31,8 +31,8 @@ fn well_formed(s: &str) -> bool {
 
 #[tokio::test]
 async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
-    let infra = Infra::start().await;
-    let app = spawn_app(&infra).await;
+    let infra = infra().await;
+    let mut app = spawn_app(&infra).await;
     let mut issued = Vec::new();
 
     for (n, hostile) in HOSTILE_IDS.iter().enumerate() {
@@ -46,17 +46,10 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
             ("cookie", cookie.as_str()),
         ];
         let answer = if n % 2 == 0 {
-            request(
-                app.addr,
-                Method::POST,
-                "/vote/",
-                &headers_form,
-                "vote=a".into(),
-            )
-            .await
+            testkit::http::request(app.addr, Method::POST, "/vote/", &headers_form, "vote=a").await
         } else {
             let body = r#"{"vote":"b"}"#.to_string();
-            request(
+            testkit::http::request(
                 app.addr,
                 Method::POST,
                 "/vote/api/vote",
@@ -80,10 +73,11 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
 
         // The hostile text as an option key: refused, nothing queued.
         let form = format!("vote={}", percent_encode(hostile));
-        let refused = request(app.addr, Method::POST, "/vote/", &headers_form, form).await;
+        let refused =
+            testkit::http::request(app.addr, Method::POST, "/vote/", &headers_form, form).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{hostile:?}");
         let json = serde_json::json!({ "vote": hostile }).to_string();
-        let refused = request(
+        let refused = testkit::http::request(
             app.addr,
             Method::POST,
             "/vote/api/vote",
@@ -95,7 +89,7 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
     }
 
     // Another program writes the same ids straight into the stream and the original app's list.
-    let mut redis = redis::Client::open(infra.redis.url())
+    let mut redis = redis::Client::open(infra.redis().url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -132,17 +126,21 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
 
     // Only the votes with the fresh ids count; every hostile entry lands in the dead letters.
     let hostile_entries = 2 * HOSTILE_IDS.len() + 1;
-    crate::helpers::eventually("the hostile entries are dead-lettered", || async {
-        let mut redis = redis.clone();
-        let dead: u64 = redis::cmd("XLEN")
-            .arg("ballots:dead")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        (dead as usize == hostile_entries).then_some(())
-    })
+    eventually(
+        DEADLINE,
+        "the hostile entries are dead-lettered",
+        || async {
+            let mut redis = redis.clone();
+            let dead: u64 = redis::cmd("XLEN")
+                .arg("ballots:dead")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (dead as usize == hostile_entries).then_some(())
+        },
+    )
     .await;
-    let tally = tally_where(app.addr, "the accepted votes", |t| {
+    let tally = Tally::when(app.addr, TALLY, DEADLINE, "the accepted votes", |t| {
         t.total == HOSTILE_IDS.len() as u64
     })
     .await;
@@ -151,7 +149,7 @@ async fn hostile_ids_and_options_never_reach_redis_or_postgres_as_given() {
         HOSTILE_IDS.len() as u64
     );
 
-    let client = testkit::pg_client(&infra.db_url).await.unwrap();
+    let client = testkit::pg_client(infra.db_url()).await.unwrap();
     let votes: BTreeMap<String, String> = client
         .query("SELECT id, vote FROM votes", &[])
         .await

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::helpers::{DEADLINE, Infra, Socket, tally, tally_where, vote_form};
+use crate::helpers::{DEADLINE, Infra, Socket, TALLY, Tally, config, infra, vote_form};
 
 /// Runs `voting reset <args>` against `infra` with `input` on its stdin: exit success, stdout,
 /// stderr.
@@ -22,8 +22,8 @@ async fn reset(infra: &Infra, args: &[&str], input: &str) -> (bool, String, Stri
     let mut child = command
         .arg("reset")
         .args(args)
-        .env("VOTING_REDIS__URL", infra.redis.url())
-        .env("VOTING_POSTGRES__URL", &infra.db_url)
+        .env("VOTING_REDIS__URL", infra.redis().url())
+        .env("VOTING_POSTGRES__URL", infra.db_url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -45,8 +45,8 @@ async fn reset(infra: &Infra, args: &[&str], input: &str) -> (bool, String, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
-    let infra = Infra::start().await;
-    let mut config = infra.config();
+    let infra = infra().await;
+    let mut config = config(&infra);
     config.result.poll_interval_ms = 3_600_000;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -54,8 +54,13 @@ async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
     for key in ["a", "a", "b"] {
         assert_eq!(vote_form(addr, key).await.status, 303);
     }
-    tally_where(addr, "three votes counted", |t| t.total == 3).await;
-    let mut socket = Socket::connect(&format!("ws://{addr}/result/ws")).await;
+    Tally::when(addr, TALLY, DEADLINE, "three votes counted", |t| {
+        t.total == 3
+    })
+    .await;
+    let mut socket = Socket::open(&format!("ws://{addr}/result/ws"), &[])
+        .await
+        .expect("the socket opens");
     socket
         .tally_where("the socket has them", |t| t.total == 3)
         .await;
@@ -69,7 +74,7 @@ async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
         stderr.contains("not confirmed, nothing was deleted"),
         "{stderr}"
     );
-    assert_eq!(tally(addr).await.total, 3);
+    assert_eq!(Tally::get(addr, TALLY).await.total, 3);
 
     // Typed confirmation.
     let (ok, stdout, stderr) = reset(&infra, &[], "reset\n").await;
@@ -79,7 +84,7 @@ async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
         .tally_where("the socket shows the empty poll", |t| t.total == 0)
         .await;
     assert!(empty.options.iter().all(|o| o.count == 0), "{empty:?}");
-    let page = crate::helpers::request(addr, hyper::Method::GET, "/result/", &[], String::new())
+    let page = testkit::http::request(addr, hyper::Method::GET, "/result/", &[], "")
         .await
         .body;
     assert!(page.contains("No votes yet"), "{page}");
@@ -98,14 +103,14 @@ async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
 
 #[tokio::test]
 async fn a_bad_command_line_or_an_unreachable_database_deletes_nothing() {
-    let infra = Infra::start().await;
+    let infra = infra().await;
     let (ok, _, stderr) = reset(&infra, &["--now"], "").await;
     assert!(!ok && stderr.contains("--now"), "{stderr}");
 
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_voting"));
     let output = command
         .args(["reset", "--yes"])
-        .env("VOTING_REDIS__URL", infra.redis.url())
+        .env("VOTING_REDIS__URL", infra.redis().url())
         .env(
             "VOTING_POSTGRES__URL",
             "postgres://postgres@127.0.0.1:1/postgres",

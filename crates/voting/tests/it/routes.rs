@@ -3,12 +3,12 @@
 
 use hyper::{Method, StatusCode};
 
-use crate::helpers::{Infra, eventually, request, spawn_app};
+use crate::helpers::{DEADLINE, eventually, infra, spawn_app};
 
 #[tokio::test]
 async fn the_routes_of_nginx() {
-    let infra = Infra::start().await;
-    let app = spawn_app(&infra).await;
+    let infra = infra().await;
+    let mut app = spawn_app(&infra).await;
 
     for (path, to) in [
         ("/", "/vote/"),
@@ -76,10 +76,10 @@ async fn the_routes_of_nginx() {
     }
     assert_eq!(app.get("/vote/nope").await.status, StatusCode::NOT_FOUND);
 
-    let post_root = request(app.addr, Method::POST, "/", &[], String::new()).await;
+    let post_root = testkit::http::request(app.addr, Method::POST, "/", &[], "").await;
     assert_eq!(post_root.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(post_root.header("allow"), "GET, HEAD");
-    let delete_vote = request(app.addr, Method::DELETE, "/vote/", &[], String::new()).await;
+    let delete_vote = testkit::http::request(app.addr, Method::DELETE, "/vote/", &[], "").await;
     assert_eq!(
         delete_vote.status,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -87,7 +87,7 @@ async fn the_routes_of_nginx() {
     );
 
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
-    eventually("/readyz answers 200", || async {
+    eventually(DEADLINE, "/readyz answers 200", || async {
         (app.get("/readyz").await.status == StatusCode::OK).then_some(())
     })
     .await;
@@ -114,14 +114,14 @@ async fn the_routes_of_nginx() {
 
 #[tokio::test]
 async fn readyz_names_what_is_down() {
-    let mut infra = Infra::start().await;
-    let app = spawn_app(&infra).await;
-    eventually("/readyz answers 200", || async {
+    let mut infra = infra().await;
+    let mut app = spawn_app(&infra).await;
+    eventually(DEADLINE, "/readyz answers 200", || async {
         (app.get("/readyz").await.status == StatusCode::OK).then_some(())
     })
     .await;
-    infra.redis.kill();
-    let answer = eventually("/readyz answers 503", || async {
+    infra.redis_mut().kill();
+    let answer = eventually(DEADLINE, "/readyz answers 503", || async {
         let answer = app.get("/readyz").await;
         (answer.status == StatusCode::SERVICE_UNAVAILABLE).then_some(answer)
     })

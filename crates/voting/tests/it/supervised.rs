@@ -11,8 +11,8 @@ use hyper::StatusCode;
 use testkit::free_port;
 
 use crate::helpers::{
-    Binary, eventually, own_redis_url, parent_of, postmaster_pid, process_exists, redis_pid,
-    send_signal, tally_where, traversable_tempdir, vote_form, voting_command,
+    Binary, DEADLINE, TALLY, Tally, eventually, own_redis_url, parent_of, postmaster_pid,
+    process_exists, redis_pid, traversable_tempdir, vote_form, voting_command,
 };
 
 /// The environment of a run on a fresh port with no server URL named, its data in
@@ -37,7 +37,7 @@ async fn ready(binary: &mut Binary, port: u16) -> std::net::SocketAddr {
 
 /// Votes as a new voter until the vote is queued (Redis may be coming back).
 async fn vote_until_queued(addr: std::net::SocketAddr, key: &str) {
-    eventually("a vote is queued", || async {
+    eventually(DEADLINE, "a vote is queued", || async {
         (vote_form(addr, key).await.status == StatusCode::SEE_OTHER).then_some(())
     })
     .await;
@@ -64,7 +64,10 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
 
     let answer = vote_form(addr, "a").await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    tally_where(addr, "the first vote counted", |t| t.total == 1 && !t.stale).await;
+    Tally::when(addr, TALLY, DEADLINE, "the first vote counted", |t| {
+        t.total == 1 && !t.stale
+    })
+    .await;
 
     // Its servers are its children.
     let first_redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
@@ -81,16 +84,23 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     );
 
     // Redis crashes: it is started again, on the same socket, and votes are queued again.
-    send_signal(first_redis, "KILL");
-    let second_redis = eventually("Redis answers again, as a new process", || async {
-        redis_pid(&redis_url)
-            .await
-            .filter(|pid| *pid != first_redis)
-    })
+    testkit::signal(first_redis, "KILL").expect("kill runs");
+    let second_redis = eventually(
+        DEADLINE,
+        "Redis answers again, as a new process",
+        || async {
+            redis_pid(&redis_url)
+                .await
+                .filter(|pid| *pid != first_redis)
+        },
+    )
     .await;
     assert_eq!(parent_of(second_redis), Some(binary.pid()));
     vote_until_queued(addr, "b").await;
-    let tally = tally_where(addr, "both votes counted", |t| t.total == 2).await;
+    let tally = Tally::when(addr, TALLY, DEADLINE, "both votes counted", |t| {
+        t.total == 2
+    })
+    .await;
     assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
     // `/metrics` shows both servers up, and the one restart.
     eventually("the restart in /metrics", || async {
@@ -129,7 +139,10 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     let (env, port, redis_url) = settings(&data_dir);
     let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
     let addr = ready(&mut binary, port).await;
-    let tally = tally_where(addr, "the earlier votes", |t| t.total == 2 && !t.stale).await;
+    let tally = Tally::when(addr, TALLY, DEADLINE, "the earlier votes", |t| {
+        t.total == 2 && !t.stale
+    })
+    .await;
     assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
     let redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
     let postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
@@ -150,7 +163,10 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
         Some(redis),
         "its Redis still answers"
     );
-    tally_where(addr, "the first one still serves", |t| t.total == 2).await;
+    Tally::when(addr, TALLY, DEADLINE, "the first one still serves", |t| {
+        t.total == 2
+    })
+    .await;
 
     binary.signal("INT");
     let status = binary.exit().await;
@@ -185,7 +201,7 @@ async fn a_missing_program_is_named_in_one_line() {
 // README: voting --help
 #[test]
 fn answers_help_and_version() {
-    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_voting").as_ref(), "voting");
+    testkit::child::assert_help_and_version(env!("CARGO_BIN_EXE_voting").as_ref(), "voting");
 }
 
 /// Passwords given as query parameters (`postgres://…?password=`, tokio-postgres's form, and
@@ -252,11 +268,11 @@ fn run_to_exit(env: &[(&str, String)]) -> (Option<i32>, String, String) {
 /// the URL and what to fix, never "voting is ready".
 #[tokio::test]
 async fn servers_that_refuse_it_stop_it_at_start_with_one_clear_line() {
-    let infra = crate::helpers::Infra::start().await;
-    let (redis_url, db_url) = (infra.redis.url(), infra.db_url.clone());
+    let infra = crate::helpers::infra().await;
+    let (redis_url, db_url) = (infra.redis().url(), infra.db_url().to_string());
 
     infra
-        .redis
+        .redis()
         .require_password("s3cret-redis")
         .expect("Redis now asks for a password");
     let (code, stdout, stderr) = run_to_exit(&[
@@ -364,7 +380,7 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
     let pg_before = pg_state().await;
     let redis_before = redis_state(redis.clone()).await;
     let connections = |log: &str| log.matches("connection received").count();
-    let pg_connections_before = eventually("log_connections is on", || async {
+    let pg_connections_before = eventually(DEADLINE, "log_connections is on", || async {
         // Reloading the configuration takes a moment; a new connection shows when it is on.
         let _probe = testkit::pg_client(&pg_url).await.unwrap();
         let n = connections(&foreign_pg.log());
@@ -395,7 +411,10 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
 
     let answer = vote_form(addr, "b").await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let tally = tally_where(addr, "the vote counted", |t| t.total == 1 && !t.stale).await;
+    let tally = Tally::when(addr, TALLY, DEADLINE, "the vote counted", |t| {
+        t.total == 1 && !t.stale
+    })
+    .await;
     assert_eq!(tally.count("b"), 1);
 
     // `voting psql` reaches the database that counted it.
@@ -437,9 +456,13 @@ async fn it_never_adopts_the_servers_at_the_default_urls() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    tally_where(addr, "the poll emptied by the reset", |t| {
-        t.total == 0 && !t.stale
-    })
+    Tally::when(
+        addr,
+        TALLY,
+        DEADLINE,
+        "the poll emptied by the reset",
+        |t| t.total == 0 && !t.stale,
+    )
     .await;
 
     binary.signal("TERM");
@@ -494,7 +517,10 @@ async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
     let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
     let addr = ready(&mut binary, port).await;
     vote_until_queued(addr, "a").await;
-    tally_where(addr, "the vote counted", |t| t.total == 1 && !t.stale).await;
+    Tally::when(addr, TALLY, DEADLINE, "the vote counted", |t| {
+        t.total == 1 && !t.stale
+    })
+    .await;
     let old_redis = redis_pid(&redis_url).await.expect("its Redis answers INFO");
     let old_postgres = postmaster_pid(&cluster).expect("PostgreSQL wrote its pid");
     binary.signal("KILL");
@@ -508,7 +534,10 @@ async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
     let (env, port, redis_url) = settings(&data_dir);
     let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
     let addr = ready(&mut binary, port).await;
-    let tally = tally_where(addr, "the earlier vote", |t| t.total == 1 && !t.stale).await;
+    let tally = Tally::when(addr, TALLY, DEADLINE, "the earlier vote", |t| {
+        t.total == 1 && !t.stale
+    })
+    .await;
     assert_eq!(tally.count("a"), 1);
     // Gone: exited (what is left may be a zombie until init, which may never, reaps it).
     assert!(!is_running(old_redis), "the old Redis was stopped");

@@ -197,30 +197,30 @@ fn healthcheck_probes_the_configured_port() {
 
 #[tokio::test]
 async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
-    use testkit::service::{SecretFile, ServiceProcess, test_user};
+    use testkit::child::{ChildProcess, SecretFile, test_user};
 
     let redis_password = "redis-pw-9c2d41e7";
     let pg_password = "pg-pw-c0ffee11";
     let run_as = test_user();
-    let infra = crate::helpers::Infra::start().await;
+    let infra = crate::helpers::infra().await;
     infra.xadd(&crate::helpers::voter(1), "b").await;
     infra
-        .redis
+        .redis()
         .require_password(redis_password)
         .expect("Redis now asks for a password");
     let redis_secret = SecretFile::new(redis_password, run_as).unwrap();
     let pg_secret = SecretFile::new(pg_password, run_as).unwrap();
 
-    let mut worker = ServiceProcess::spawn(
+    let mut worker = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_worker").as_ref(),
         &[
             ("RUST_LOG", "debug".to_string()),
-            ("VOTING_REDIS__URL", infra.redis.url()),
+            ("VOTING_REDIS__URL", infra.redis().url()),
             (
                 "VOTING_REDIS__PASSWORD_FILE",
                 redis_secret.path().display().to_string(),
             ),
-            ("VOTING_POSTGRES__URL", infra.db_url.clone()),
+            ("VOTING_POSTGRES__URL", infra.db_url().to_string()),
             (
                 "VOTING_POSTGRES__PASSWORD_FILE",
                 pg_secret.path().display().to_string(),
@@ -234,8 +234,7 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
     worker.assert_runs_as(run_as);
     // The ballot queued before it started is applied, through Redis' password.
     testkit::eventually(Duration::from_secs(30), "the ballot is applied", || async {
-        infra
-            .votes()
+        crate::helpers::votes_table(&infra)
             .await
             .contains_key(&crate::helpers::voter(1))
             .then_some(())
@@ -271,16 +270,16 @@ async fn runs_unprivileged_and_keeps_passwords_out_of_its_output_and_metrics() {
 /// once, not once per retry; once the password is right, it is ready again and says so once.
 #[tokio::test]
 async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
-    use testkit::service::ServiceProcess;
+    use testkit::child::ChildProcess;
     let (right, wrong) = ("right-pw-5a1c", "wrong-pw-93be");
-    let infra = crate::helpers::Infra::start().await;
-    infra.pg.require_password(right).await.unwrap();
-    let port = infra.pg.port();
-    let mut worker = ServiceProcess::spawn(
+    let mut infra = crate::helpers::own_infra().await;
+    infra.server().require_password(right).await.unwrap();
+    let port = infra.server().port();
+    let mut worker = ChildProcess::spawn(
         env!("CARGO_BIN_EXE_worker").as_ref(),
         &[
             ("NO_COLOR", "1".to_string()),
-            ("VOTING_REDIS__URL", infra.redis.url()),
+            ("VOTING_REDIS__URL", infra.redis().url()),
             (
                 "VOTING_POSTGRES__URL",
                 format!("postgres://postgres:{wrong}@127.0.0.1:{port}/postgres"),
@@ -338,7 +337,7 @@ async fn a_refused_password_is_named_by_readyz_and_logged_once_per_change() {
 
 #[test]
 fn answers_help_and_version() {
-    testkit::service::assert_help_and_version(env!("CARGO_BIN_EXE_worker").as_ref(), "worker");
+    testkit::child::assert_help_and_version(env!("CARGO_BIN_EXE_worker").as_ref(), "worker");
 }
 
 /// `worker reset --yes` (what `docker compose exec worker worker reset --yes` runs) deletes
@@ -346,18 +345,18 @@ fn answers_help_and_version() {
 /// group survives: the next ballot is applied as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_starts_a_new_poll_and_the_queue_keeps_working() {
-    use crate::helpers::{Infra, drain, voter};
-    let infra = Infra::start().await;
-    let mut w = infra.worker("c1");
+    use crate::helpers::{drain, infra, tallies_checked, voter, votes_table, xlen};
+    let infra = infra().await;
+    let mut w = crate::helpers::worker(&infra, "c1");
     for (n, key) in [(1, "a"), (2, "a"), (3, "b")] {
         infra.xadd(&voter(n), key).await;
     }
     drain(&mut w).await;
     infra.xadd(&voter(4), "b").await; // queued, not applied yet
-    assert_eq!(infra.votes().await.len(), 3);
+    assert_eq!(votes_table(&infra).await.len(), 3);
 
     let out = tokio::task::spawn_blocking({
-        let (redis, pg) = (infra.redis.url(), infra.db_url.clone());
+        let (redis, pg) = (infra.redis().url(), infra.db_url().to_string());
         move || {
             worker()
                 .args(["reset", "--yes"])
@@ -378,13 +377,13 @@ async fn reset_starts_a_new_poll_and_the_queue_keeps_working() {
     assert!(stdout.contains("3 votes (Cats 2, Dogs 1)"), "{stdout}");
     assert!(stdout.contains("1 ballot waiting in Redis"), "{stdout}");
     assert!(stdout.contains("worker reset: done"), "{stdout}");
-    assert!(infra.votes().await.is_empty());
-    assert!(infra.tallies_checked().await.values().all(|&c| c == 0));
-    assert_eq!(infra.xlen("ballots").await, 0);
+    assert!(votes_table(&infra).await.is_empty());
+    assert!(tallies_checked(&infra).await.values().all(|&c| c == 0));
+    assert_eq!(xlen(&infra, "ballots").await, 0);
 
     infra.xadd(&voter(5), "a").await;
     drain(&mut w).await;
-    let votes = infra.votes().await;
+    let votes = votes_table(&infra).await;
     assert_eq!(votes.len(), 1, "{votes:?}");
     assert_eq!(votes.get(&voter(5)).map(String::as_str), Some("a"));
 }

@@ -21,7 +21,7 @@ use loadgen::Report;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::helpers::{Infra, eventually};
+use crate::helpers::{Infra, config, eventually, infra, tallies_checked, xlen};
 
 /// How long a recovery (drain, claim, reconnect) may take before a test fails.
 pub const RECOVERY: Duration = Duration::from_secs(60);
@@ -67,8 +67,13 @@ impl Cluster {
     /// Redis, PostgreSQL (schema applied), `votes` vote services, `workers` worker processes
     /// named `w1`, `w2`, … (each ready), and `results` result services.
     pub async fn start(votes: usize, workers: usize, results: usize) -> Cluster {
+        Cluster::start_on(infra().await, votes, workers, results).await
+    }
+
+    /// [`Cluster::start`] on `infra` (e.g. one whose PostgreSQL the test may stop).
+    pub async fn start_on(infra: Infra, votes: usize, workers: usize, results: usize) -> Cluster {
         let mut cluster = Cluster {
-            infra: Infra::start().await,
+            infra,
             votes: Vec::new(),
             results: Vec::new(),
             workers: Vec::new(),
@@ -93,7 +98,7 @@ impl Cluster {
     }
 
     async fn serve(&mut self, service: Service) -> SocketAddr {
-        let config = self.infra.config(service, "", |f| f);
+        let config = config(&self.infra, service, "", |f| f);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("bound address");
         let (tx, rx) = oneshot::channel::<()>();
@@ -119,8 +124,8 @@ impl Cluster {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .env("VOTING_LISTEN", format!("127.0.0.1:{port}"))
-            .env("VOTING_REDIS__URL", self.infra.redis.url())
-            .env("VOTING_POSTGRES__URL", &self.infra.db_url)
+            .env("VOTING_REDIS__URL", self.infra.redis().url())
+            .env("VOTING_POSTGRES__URL", self.infra.db_url())
             .env("VOTING_WORKER__CONSUMER", name)
             .env("VOTING_WORKER__BLOCK_MS", "200")
             .env("VOTING_WORKER__CLAIM_IDLE_MS", CLAIM_IDLE_MS.to_string())
@@ -165,7 +170,7 @@ impl Cluster {
             "--seed".into(),
             load.seed.to_string(),
             "--verify".into(),
-            self.infra.db_url.clone(),
+            self.infra.db_url().to_string(),
             "--verify-timeout".into(),
             format!("{}s", RECOVERY.as_secs()),
             "--quiet".into(),
@@ -208,7 +213,7 @@ impl Cluster {
         let reply: PendingSummary = redis::cmd("XPENDING")
             .arg("ballots")
             .arg("workers")
-            .query_async(&mut self.infra.redis().await)
+            .query_async(&mut self.infra.redis_conn().await)
             .await
             .expect("XPENDING");
         reply
@@ -281,11 +286,11 @@ impl Cluster {
                 .then_some(())
         })
         .await;
-        let tallies = self.infra.tallies_checked().await;
+        let tallies = tallies_checked(&self.infra).await;
         let mut figures = Figures {
             scenario: scenario.to_string(),
             tallies,
-            dead_letters: self.infra.xlen("ballots:dead").await,
+            dead_letters: xlen(&self.infra, "ballots:dead").await,
             ..Figures::default()
         };
         for report in reports {

@@ -5,18 +5,10 @@ use std::net::SocketAddr;
 
 use common::config::Service;
 use hyper::{Method, StatusCode};
+use testkit::App;
 use testkit::http::{Answer, send};
 
-use crate::helpers::{Infra, drain};
-
-/// Starts the vote service on port 0 against `infra`'s Redis.
-async fn spawn_vote(infra: &Infra) -> SocketAddr {
-    let config = infra.config(Service::Vote, "unused", |f| f);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(vote::run(config, listener, std::future::pending()));
-    addr
-}
+use crate::helpers::{drain, infra, tallies_checked, votes_table, worker};
 
 async fn form_vote(addr: SocketAddr, vote: &str, cookie: &str) -> Answer {
     let headers = [
@@ -43,9 +35,10 @@ async fn json_vote(addr: SocketAddr, vote: &str, cookie: &str) -> Answer {
 
 #[tokio::test]
 async fn form_and_json_votes_each_land_once_and_a_revote_moves_the_row() {
-    let infra = Infra::start().await;
-    let addr = spawn_vote(&infra).await;
-    let mut worker = infra.worker("w");
+    let infra = infra().await;
+    let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+    let addr = vote.addr;
+    let mut worker = worker(&infra, "w");
 
     let form = form_vote(addr, "a", "").await;
     assert_eq!(form.status, StatusCode::SEE_OTHER);
@@ -56,11 +49,11 @@ async fn form_and_json_votes_each_land_once_and_a_revote_moves_the_row() {
     let json_voter = json_voter["voter_id"].as_str().unwrap().to_string();
 
     drain(&mut worker).await;
-    let votes = infra.votes().await;
+    let votes = votes_table(&infra).await;
     assert_eq!(votes.len(), 2, "one row per voter: {votes:?}");
     assert_eq!(votes.get(&json_voter).map(String::as_str), Some("b"));
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 1), ("b".into(), 1)])
     );
 
@@ -70,18 +63,19 @@ async fn form_and_json_votes_each_land_once_and_a_revote_moves_the_row() {
         StatusCode::SEE_OTHER
     );
     drain(&mut worker).await;
-    assert_eq!(infra.votes().await.len(), 2);
+    assert_eq!(votes_table(&infra).await.len(), 2);
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("b".into(), 2)])
     );
 }
 
 #[tokio::test]
 async fn many_voters_at_once_all_land() {
-    let infra = Infra::start().await;
-    let addr = spawn_vote(&infra).await;
-    let mut worker = infra.worker("w");
+    let infra = infra().await;
+    let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+    let addr = vote.addr;
+    let mut worker = worker(&infra, "w");
     let answers = futures_join((0..40).map(|n| async move {
         if n % 2 == 0 {
             form_vote(addr, "a", "").await
@@ -96,9 +90,9 @@ async fn many_voters_at_once_all_land() {
             .all(|a| a.status.is_success() || a.status == StatusCode::SEE_OTHER)
     );
     drain(&mut worker).await;
-    assert_eq!(infra.votes().await.len(), 40);
+    assert_eq!(votes_table(&infra).await.len(), 40);
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 20), ("b".into(), 20)])
     );
 }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use common::config::Service;
 use hyper::StatusCode;
 
-use crate::helpers::{Deadline, Infra, eventually, voter};
+use crate::helpers::{
+    config, eventually, infra, own_infra, tallies_checked, voter, votes_table, worker, xlen,
+};
 
 #[tokio::test]
 async fn postgres_down_keeps_votes_queued_then_resumes() {
-    let mut infra = Infra::start().await;
-    let config = infra.config(Service::Worker, "w", |f| f);
+    let mut infra = own_infra().await;
+    let config = config(&infra, Service::Worker, "w", |f| f);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -24,13 +26,13 @@ async fn postgres_down_keeps_votes_queued_then_resumes() {
     eventually(
         Duration::from_secs(20),
         "the first vote is applied",
-        || async { (infra.votes().await.len() == 1).then_some(()) },
+        || async { (votes_table(&infra).await.len() == 1).then_some(()) },
     )
     .await;
     let ready = testkit::http::get(addr, "/readyz").await.unwrap();
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
 
-    infra.pg.stop_immediate().unwrap();
+    infra.server().stop_immediate().unwrap();
     for n in 2..=6 {
         infra.xadd(&voter(n), "b").await;
     }
@@ -45,7 +47,7 @@ async fn postgres_down_keeps_votes_queued_then_resumes() {
     .await;
     assert!(not_ready.contains("postgres"), "{not_ready}");
     assert_eq!(
-        infra.xlen("ballots").await,
+        xlen(&infra, "ballots").await,
         5,
         "nothing is acknowledged while PostgreSQL is down"
     );
@@ -54,16 +56,16 @@ async fn postgres_down_keeps_votes_queued_then_resumes() {
         StatusCode::OK
     );
 
-    infra.pg.start_again().unwrap();
+    infra.server().start_again().unwrap();
     eventually(
         Duration::from_secs(30),
         "the queued votes are applied after the restart",
-        || async { (infra.xlen("ballots").await == 0).then_some(()) },
+        || async { (xlen(&infra, "ballots").await == 0).then_some(()) },
     )
     .await;
-    assert_eq!(infra.votes().await.len(), 6);
+    assert_eq!(votes_table(&infra).await.len(), 6);
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 1), ("b".into(), 5)])
     );
     // The counters move just after the acknowledgement that emptied the stream.
@@ -83,8 +85,8 @@ async fn postgres_down_keeps_votes_queued_then_resumes() {
 
 #[tokio::test]
 async fn redis_down_is_retried_and_nothing_is_lost() {
-    let mut infra = Infra::start().await;
-    let mut w = infra.worker("w");
+    let mut infra = infra().await;
+    let mut w = worker(&infra, "w");
     w.connect().await.unwrap();
     infra.xadd(&voter(1), "a").await;
     // Make sure the vote is durable in the append-only file before the crash.
@@ -92,28 +94,30 @@ async fn redis_down_is_retried_and_nothing_is_lost() {
         .arg("SET")
         .arg("appendfsync")
         .arg("always")
-        .query_async(&mut infra.redis().await)
+        .query_async(&mut infra.redis_conn().await)
         .await
         .unwrap();
     infra.xadd(&voter(2), "b").await;
-    infra.redis.kill();
+    infra.redis_mut().kill();
     assert!(w.step().await.is_err(), "a step fails while Redis is down");
-    infra.redis.restart().unwrap();
-    let deadline = Deadline::new(Duration::from_secs(20), "both votes are applied");
-    loop {
-        let _ = w.step().await;
-        if infra.votes().await.len() == 2 {
-            break;
-        }
-        deadline.tick().await;
-    }
-    infra.tallies_checked().await;
+    infra.redis_mut().restart().unwrap();
+    let w = tokio::sync::Mutex::new(w);
+    eventually(
+        Duration::from_secs(20),
+        "both votes are applied",
+        || async {
+            let _ = w.lock().await.step().await;
+            (votes_table(&infra).await.len() == 2).then_some(())
+        },
+    )
+    .await;
+    tallies_checked(&infra).await;
 }
 
 #[tokio::test]
 async fn schema_migration_is_idempotent_and_concurrent() {
-    let infra = Infra::start().await;
-    let config = infra.config(Service::Worker, "w", |f| f);
+    let infra = infra().await;
+    let config = config(&infra, Service::Worker, "w", |f| f);
     let runs = (0..4).map(|_| {
         let pg = config.postgres.clone();
         tokio::spawn(async move {
@@ -136,7 +140,7 @@ async fn schema_migration_is_idempotent_and_concurrent() {
     let mut client = common::pools::pg_connect(&config.postgres).await.unwrap();
     common::schema::migrate(&mut client).await.unwrap();
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 2)])
     );
     // A hand-typed DELETE keeps the tallies right too.
@@ -144,7 +148,7 @@ async fn schema_migration_is_idempotent_and_concurrent() {
         .await
         .unwrap();
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 1)])
     );
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 
 use crate::cluster::{Cluster, Figures, Load, RECOVERY, result_tally};
-use crate::helpers::eventually;
+use crate::helpers::{eventually, own_infra};
 
 /// Runs Redis's and PostgreSQL's blocking start and stop without stalling the runtime.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -78,10 +78,10 @@ async fn redis_killed_and_restarted_from_its_append_only_file() {
     let load = cluster.load(0, Load::default());
     let fault = async {
         cluster.wait_for_votes(100).await;
-        blocking(|| cluster.infra.redis.kill());
+        blocking(|| cluster.infra.redis_mut().kill());
         println!("redis-server SIGKILLed");
         tokio::time::sleep(Duration::from_secs(3)).await;
-        blocking(|| cluster.infra.redis.restart()).expect("redis-server restarts");
+        blocking(|| cluster.infra.redis_mut().restart()).expect("redis-server restarts");
         println!("redis-server restarted from its append-only file");
     };
     let (report, ()) = tokio::join!(load, fault);
@@ -217,7 +217,7 @@ async fn redis_stalled_while_first_time_voters_retry_counts_each_person_once() {
     let vote = cluster.votes[0];
     let fault = async {
         cluster.wait_for_votes(100).await;
-        blocking(|| cluster.infra.redis.pause()).expect("SIGSTOP redis-server");
+        blocking(|| cluster.infra.redis().pause()).expect("SIGSTOP redis-server");
         println!("redis-server SIGSTOPped");
         let (tx, mut first_answers) = tokio::sync::mpsc::channel(2 * PEOPLE);
         let people: Vec<_> = (0..2 * PEOPLE)
@@ -231,7 +231,7 @@ async fn redis_stalled_while_first_time_voters_retry_counts_each_person_once() {
         for _ in 0..2 * PEOPLE {
             first_answers.recv().await.expect("a first answer");
         }
-        blocking(|| cluster.infra.redis.resume()).expect("SIGCONT redis-server");
+        blocking(|| cluster.infra.redis().resume()).expect("SIGCONT redis-server");
         println!("redis-server SIGCONTed after every person's first press was answered");
         let mut done = Vec::new();
         for p in people {
@@ -304,11 +304,11 @@ async fn redis_stalled_while_first_time_voters_retry_counts_each_person_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_immediately_and_started_again() {
-    let mut cluster = Cluster::start(1, 1, 0).await;
+    let mut cluster = Cluster::start_on(own_infra().await, 1, 1, 0).await;
     let load = cluster.load(0, Load::default());
     let fault = async {
         cluster.wait_for_votes(100).await;
-        blocking(|| cluster.infra.pg.stop_immediate()).expect("pg_ctl -m immediate");
+        blocking(|| cluster.infra.server().stop_immediate()).expect("pg_ctl -m immediate");
         println!("PostgreSQL stopped (immediate)");
         let worker = &cluster.workers[0];
         eventually(RECOVERY, "the worker reports not ready", || async {
@@ -316,7 +316,7 @@ async fn postgres_stopped_immediately_and_started_again() {
         })
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        blocking(|| cluster.infra.pg.start_again()).expect("PostgreSQL starts again");
+        blocking(|| cluster.infra.server().start_again()).expect("PostgreSQL starts again");
         println!("PostgreSQL started again (crash recovery)");
     };
     let (report, ()) = tokio::join!(load, fault);
@@ -328,12 +328,12 @@ async fn postgres_stopped_immediately_and_started_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_loses_postgres_and_gets_it_back() {
-    let mut cluster = Cluster::start(1, 1, 1).await;
+    let mut cluster = Cluster::start_on(own_infra().await, 1, 1, 1).await;
     let result = cluster.results[0];
     let load = cluster.load(0, Load::default());
     let fault = async {
         cluster.wait_for_votes(100).await;
-        blocking(|| cluster.infra.pg.stop_immediate()).expect("pg_ctl -m immediate");
+        blocking(|| cluster.infra.server().stop_immediate()).expect("pg_ctl -m immediate");
         println!("PostgreSQL stopped (immediate) under the result service");
         // The page keeps the last tallies, marked stale, and the service says it is not ready.
         eventually(RECOVERY, "result marks its tallies stale", || async {
@@ -343,7 +343,7 @@ async fn result_loses_postgres_and_gets_it_back() {
         let ready = testkit::http::get(result, "/readyz").await.expect("readyz");
         assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        blocking(|| cluster.infra.pg.start_again()).expect("PostgreSQL starts again");
+        blocking(|| cluster.infra.server().start_again()).expect("PostgreSQL starts again");
         println!("PostgreSQL started again");
     };
     let (report, ()) = tokio::join!(load, fault);

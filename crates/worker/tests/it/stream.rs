@@ -7,46 +7,49 @@ use std::time::Duration;
 use common::config::Service;
 use worker::step::Source;
 
-use crate::helpers::{Deadline, Infra, drain, voter};
+use crate::helpers::{
+    Infra, config, dead_letters, drain, eventually, infra, pending, tallies_checked, voter,
+    votes_table, worker, xlen, xrange_last_id,
+};
 
 #[tokio::test]
 async fn applies_votes_and_newest_per_voter_wins() {
-    let infra = Infra::start().await;
+    let infra = infra().await;
     infra.xadd(&voter(1), "a").await;
     infra.xadd(&voter(2), "a").await;
     infra.xadd(&voter(1), "b").await; // voter 1 changes their mind in the same batch
-    let mut worker = infra.worker("w1");
+    let mut worker = worker(&infra, "w1");
     assert_eq!(drain(&mut worker).await, 3);
 
-    let votes = infra.votes().await;
+    let votes = votes_table(&infra).await;
     assert_eq!(votes.get(&voter(1)).map(String::as_str), Some("b"));
     assert_eq!(votes.get(&voter(2)).map(String::as_str), Some("a"));
     assert_eq!(votes.len(), 2);
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 1), ("b".into(), 1)])
     );
     assert_eq!(
-        infra.xlen("ballots").await,
+        xlen(&infra, "ballots").await,
         0,
         "applied entries are deleted"
     );
-    assert_eq!(infra.pending().await, 0, "applied entries are acknowledged");
+    assert_eq!(pending(&infra).await, 0, "applied entries are acknowledged");
 
     // A later batch moves the row, never adds one.
     infra.xadd(&voter(2), "b").await;
     drain(&mut worker).await;
-    assert_eq!(infra.votes().await.len(), 2);
+    assert_eq!(votes_table(&infra).await.len(), 2);
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("b".into(), 2)])
     );
 }
 
 #[tokio::test]
 async fn a_committed_batch_replayed_changes_nothing() {
-    let infra = Infra::start().await;
-    let mut w = infra.worker("crashed");
+    let infra = infra().await;
+    let mut w = worker(&infra, "crashed");
     w.connect().await.unwrap(); // creates the group and the schema
     let e1 = infra.xadd(&voter(1), "a").await;
     let e2 = infra.xadd(&voter(2), "b").await;
@@ -55,13 +58,13 @@ async fn a_committed_batch_replayed_changes_nothing() {
     let entries = read_as(&infra, "crashed").await;
     assert_eq!(entries, 3);
     let ballots = vec![
-        ballot(1, "b", &infra.xrange_last_id(&voter(1)).await),
+        ballot(1, "b", &xrange_last_id(&infra, &voter(1)).await),
         ballot(2, "b", &e2),
     ];
-    let pool =
-        common::pools::pg_pool(&infra.config(Service::Worker, "x", |f| f).postgres, None).unwrap();
+    let pool = common::pools::pg_pool(&config(&infra, Service::Worker, "x", |f| f).postgres, None)
+        .unwrap();
     assert_eq!(worker::store::apply(&pool, &ballots).await.unwrap(), 2);
-    let committed = (infra.votes().await, infra.tallies_checked().await);
+    let committed = (votes_table(&infra).await, tallies_checked(&infra).await);
     // Replaying the same ballots, or an older one, writes nothing.
     assert_eq!(worker::store::apply(&pool, &ballots).await.unwrap(), 0);
     assert_eq!(
@@ -73,18 +76,18 @@ async fn a_committed_batch_replayed_changes_nothing() {
 
     // On restart, the consumer re-applies its pending entries: nothing changes.
     drop(w);
-    let mut restarted = infra.worker("crashed");
+    let mut restarted = worker(&infra, "crashed");
     let outcome = restarted.step().await.unwrap();
     assert_eq!(
         (outcome.source, outcome.entries, outcome.rows),
         (Source::OwnPending, 3, 0)
     );
     assert_eq!(
-        (infra.votes().await, infra.tallies_checked().await),
+        (votes_table(&infra).await, tallies_checked(&infra).await),
         committed
     );
     assert_eq!(committed.1, BTreeMap::from([("b".into(), 2)]));
-    assert_eq!(infra.pending().await, 0);
+    assert_eq!(pending(&infra).await, 0);
 }
 
 fn ballot(n: u64, vote: &str, id: &str) -> worker::ballot::Ballot {
@@ -106,7 +109,7 @@ async fn read_as(infra: &Infra, consumer: &str) -> usize {
         .arg("STREAMS")
         .arg("ballots")
         .arg(">")
-        .query_async(&mut infra.redis().await)
+        .query_async(&mut infra.redis_conn().await)
         .await
         .unwrap();
     match reply {
@@ -123,8 +126,8 @@ async fn read_as(infra: &Infra, consumer: &str) -> usize {
 
 #[tokio::test]
 async fn own_pending_entries_are_applied_first_after_a_restart() {
-    let infra = Infra::start().await;
-    let mut w = infra.worker("restarting");
+    let infra = infra().await;
+    let mut w = worker(&infra, "restarting");
     w.connect().await.unwrap();
     for n in 0..10 {
         infra
@@ -133,78 +136,85 @@ async fn own_pending_entries_are_applied_first_after_a_restart() {
     }
     // The consumer reads the entries (they become its pending entries) and dies.
     assert_eq!(read_as(&infra, "restarting").await, 10);
-    assert_eq!(infra.pending().await, 10);
+    assert_eq!(pending(&infra).await, 10);
     drop(w);
 
-    let mut restarted = infra.worker("restarting");
+    let mut restarted = worker(&infra, "restarting");
     let outcome = restarted.step().await.unwrap();
     assert_eq!(outcome.source, Source::OwnPending);
     assert_eq!(outcome.entries, 10);
-    assert_eq!(infra.pending().await, 0);
-    assert_eq!(infra.votes().await.len(), 10);
+    assert_eq!(pending(&infra).await, 0);
+    assert_eq!(votes_table(&infra).await.len(), 10);
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("a".into(), 5), ("b".into(), 5)])
     );
 }
 
 #[tokio::test]
 async fn entries_of_a_dead_consumer_are_claimed() {
-    let infra = Infra::start().await;
+    let infra = infra().await;
     // First a survivor that claims nothing (entries must be idle a minute), however slow the
     // machine: it applies the new entry only.
-    let mut survivor = infra.worker("survivor");
+    let mut survivor = worker(&infra, "survivor");
     survivor.connect().await.unwrap();
     infra.xadd(&voter(7), "a").await;
     infra.xadd(&voter(8), "b").await;
     assert_eq!(read_as(&infra, "dead").await, 2);
-    assert_eq!(infra.pending().await, 2);
+    assert_eq!(pending(&infra).await, 2);
     // An entry applied meanwhile is acknowledged, but nothing at or above the dead
     // consumer's oldest unacknowledged entry may leave the stream.
     infra.xadd(&voter(9), "a").await;
-    let deadline = Deadline::new(
+    let survivor = tokio::sync::Mutex::new(survivor);
+    eventually(
         Duration::from_secs(10),
         "the survivor applies the new entry",
-    );
-    while !infra.votes().await.contains_key(&voter(9)) {
-        survivor.step().await.unwrap();
-        deadline.tick().await;
-    }
+        || async {
+            let applied = votes_table(&infra).await.contains_key(&voter(9));
+            if !applied {
+                survivor.lock().await.step().await.unwrap();
+            }
+            applied.then_some(())
+        },
+    )
+    .await;
     assert_eq!(
-        infra.xlen("ballots").await,
+        xlen(&infra, "ballots").await,
         3,
         "unacknowledged entries stay in the stream"
     );
 
     // The same consumer restarted with a short claim_idle_ms: once the entries have been idle
     // that long, a claim step applies them.
-    let config = infra.config(Service::Worker, "survivor", |f| {
+    let config = config(&infra, Service::Worker, "survivor", |f| {
         f.merge(("worker.claim_idle_ms", 100))
     });
-    let mut survivor = worker::Worker::new(&config).unwrap();
-    let deadline = Deadline::new(Duration::from_secs(10), "the survivor claims the entries");
-    let claimed = loop {
-        let outcome = survivor.step().await.unwrap();
-        if outcome.source == Source::Claimed && outcome.entries > 0 {
-            break outcome.entries;
-        }
-        deadline.tick().await;
-    };
+    let survivor = worker::Worker::new(&config).unwrap();
+    let survivor = tokio::sync::Mutex::new(survivor);
+    let claimed = eventually(
+        Duration::from_secs(10),
+        "the survivor claims the entries",
+        || async {
+            let outcome = survivor.lock().await.step().await.unwrap();
+            (outcome.source == Source::Claimed && outcome.entries > 0).then_some(outcome.entries)
+        },
+    )
+    .await;
     assert_eq!(claimed, 2);
-    assert_eq!(infra.pending().await, 0);
-    assert_eq!(infra.votes().await.len(), 3);
+    assert_eq!(pending(&infra).await, 0);
+    assert_eq!(votes_table(&infra).await.len(), 3);
     assert_eq!(
-        infra.xlen("ballots").await,
+        xlen(&infra, "ballots").await,
         0,
         "once all are acknowledged, all are removed"
     );
-    infra.tallies_checked().await;
+    tallies_checked(&infra).await;
 }
 
 #[tokio::test]
 async fn invalid_entries_go_to_the_dead_letter_stream_with_a_reason() {
-    let infra = Infra::start().await;
-    let mut redis = infra.redis().await;
+    let infra = infra().await;
+    let mut redis = infra.redis_conn().await;
     let xadd = |fields: Vec<(&'static str, &'static str)>| {
         let mut cmd = redis::cmd("XADD");
         cmd.arg("ballots").arg("*");
@@ -222,18 +232,18 @@ async fn invalid_entries_go_to_the_dead_letter_stream_with_a_reason() {
     ] {
         let _: String = cmd.query_async(&mut redis).await.unwrap();
     }
-    let mut w = infra.worker("w");
+    let mut w = worker(&infra, "w");
     let applied = drain(&mut w).await;
     assert_eq!(applied, 4);
     assert_eq!(
-        infra.votes().await.len(),
+        votes_table(&infra).await.len(),
         1,
         "only the valid vote is applied"
     );
-    assert_eq!(infra.xlen("ballots").await, 0);
-    assert_eq!(infra.pending().await, 0, "nothing is left pending");
+    assert_eq!(xlen(&infra, "ballots").await, 0);
+    assert_eq!(pending(&infra).await, 0, "nothing is left pending");
 
-    let dead = infra.dead_letters().await;
+    let dead = dead_letters(&infra).await;
     let reasons: Vec<String> = dead
         .iter()
         .map(|(_, fields)| {
@@ -257,8 +267,8 @@ async fn invalid_entries_go_to_the_dead_letter_stream_with_a_reason() {
 
 #[tokio::test]
 async fn the_original_apps_list_is_drained() {
-    let infra = Infra::start().await;
-    let mut redis = infra.redis().await;
+    let infra = infra().await;
+    let mut redis = infra.redis_conn().await;
     for item in [
         r#"{"voter_id":"5e1f0a2b3c4d","vote":"a"}"#,
         r#"{"voter_id":"77aa","vote":"b"}"#,
@@ -272,9 +282,9 @@ async fn the_original_apps_list_is_drained() {
             .await
             .unwrap();
     }
-    let mut w = infra.worker("w");
+    let mut w = worker(&infra, "w");
     drain(&mut w).await;
-    let votes = infra.votes().await;
+    let votes = votes_table(&infra).await;
     assert_eq!(
         votes.get("5e1f0a2b3c4d").map(String::as_str),
         Some("b"),
@@ -282,7 +292,7 @@ async fn the_original_apps_list_is_drained() {
     );
     assert_eq!(votes.get("77aa").map(String::as_str), Some("b"));
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("b".into(), 2)])
     );
     let left: u64 = redis::cmd("LLEN")
@@ -291,8 +301,8 @@ async fn the_original_apps_list_is_drained() {
         .await
         .unwrap();
     assert_eq!(left, 0);
-    assert_eq!(infra.pending().await, 0, "moved entries are acknowledged");
-    let dead = infra.dead_letters().await;
+    assert_eq!(pending(&infra).await, 0, "moved entries are acknowledged");
+    let dead = dead_letters(&infra).await;
     assert_eq!(
         dead.len(),
         1,
@@ -311,8 +321,8 @@ async fn the_original_apps_list_is_drained() {
 /// same batch, and many batches fall within one millisecond) leaves every voter on `b`.
 #[tokio::test]
 async fn the_original_apps_list_keeps_each_voters_last_vote_across_batches() {
-    let infra = Infra::start().await;
-    let mut redis = infra.redis().await;
+    let infra = infra().await;
+    let mut redis = infra.redis_conn().await;
     let original_id = |n: u64| format!("{n:x}");
     for vote in ["a", "b"] {
         let mut pipe = redis::pipe();
@@ -326,13 +336,13 @@ async fn the_original_apps_list_keeps_each_voters_last_vote_across_batches() {
         pipe.query_async::<()>(&mut redis).await.unwrap();
     }
     let one_by_one = |f: figment::Figment| f.merge(("worker.batch_size", 1));
-    let mut w = worker::Worker::new(&infra.config(Service::Worker, "w", one_by_one)).unwrap();
+    let mut w = worker::Worker::new(&config(&infra, Service::Worker, "w", one_by_one)).unwrap();
     assert_eq!(
         drain(&mut w).await,
         4_000,
         "every list entry is applied once"
     );
-    let votes = infra.votes().await;
+    let votes = votes_table(&infra).await;
     let on_a: Vec<&String> = votes
         .iter()
         .filter(|(_, v)| *v == "a")
@@ -346,17 +356,17 @@ async fn the_original_apps_list_keeps_each_voters_last_vote_across_batches() {
         &on_a[..on_a.len().min(5)]
     );
     assert_eq!(
-        infra.tallies_checked().await,
+        tallies_checked(&infra).await,
         BTreeMap::from([("b".into(), 2_000)])
     );
 }
 
 #[tokio::test]
 async fn two_workers_draining_at_once_never_double_count() {
-    let infra = Infra::start().await;
+    let infra = infra().await;
     // 300 voters, each voting several times: 3000 entries, the last vote of each decides.
     let mut last = BTreeMap::new();
-    let mut redis = infra.redis().await;
+    let mut redis = infra.redis_conn().await;
     for round in 0..10u64 {
         let mut pipe = redis::pipe();
         for n in 0..300u64 {
@@ -374,17 +384,17 @@ async fn two_workers_draining_at_once_never_double_count() {
         pipe.query_async::<()>(&mut redis).await.unwrap();
     }
     let small = |f: figment::Figment| f.merge(("worker.batch_size", 64));
-    let mut one = worker::Worker::new(&infra.config(Service::Worker, "one", small)).unwrap();
-    let mut two = worker::Worker::new(&infra.config(Service::Worker, "two", small)).unwrap();
+    let mut one = worker::Worker::new(&config(&infra, Service::Worker, "one", small)).unwrap();
+    let mut two = worker::Worker::new(&config(&infra, Service::Worker, "two", small)).unwrap();
     let (a, b) = tokio::join!(drain(&mut one), drain(&mut two));
     assert_eq!(a + b, 3000, "every entry is taken exactly once");
     assert!(a > 0 && b > 0, "both workers took part ({a} and {b})");
     assert_eq!(
-        infra.votes().await,
+        votes_table(&infra).await,
         last,
         "each voter's last vote is stored"
     );
-    let tallies = infra.tallies_checked().await;
+    let tallies = tallies_checked(&infra).await;
     assert_eq!(tallies.values().sum::<i64>(), 300);
-    assert_eq!(infra.pending().await, 0);
+    assert_eq!(pending(&infra).await, 0);
 }

@@ -1,4 +1,4 @@
-//! A service binary (`vote`, `worker`, `result`) run as a child process the way an operator
+//! A binary (`vote`, `worker`, `result`) run as a child process the way an operator
 //! runs it: a clean environment, its own port, as an unprivileged user when the tests run as
 //! root, everything it prints kept, and SIGTERM to stop it.
 
@@ -105,7 +105,7 @@ impl Credentials {
 }
 
 /// A running service binary. Dropping it kills the process.
-pub struct ServiceProcess {
+pub struct ChildProcess {
     child: Child,
     addr: SocketAddr,
     output: Arc<Mutex<Vec<u8>>>,
@@ -161,7 +161,7 @@ fn reachable_binary(
     Ok((copy, Some(dir)))
 }
 
-impl ServiceProcess {
+impl ChildProcess {
     /// Starts `exe` with only `PATH`, `VOTING_LISTEN` (a free port on 127.0.0.1) and `env` in
     /// its environment, as `run_as` (`(uid, gid)`) when given (from a copy of `exe` when that
     /// user cannot reach it). Its stdout and stderr are kept.
@@ -173,11 +173,11 @@ impl ServiceProcess {
         exe: &Path,
         env: &[(&str, String)],
         run_as: Option<(u32, u32)>,
-    ) -> anyhow::Result<ServiceProcess> {
-        ServiceProcess::spawn_with_soft_nofile(exe, env, run_as, None)
+    ) -> anyhow::Result<ChildProcess> {
+        ChildProcess::spawn_with_soft_nofile(exe, env, run_as, None)
     }
 
-    /// [`ServiceProcess::spawn`], started by `sh` with its soft limit of open files lowered
+    /// [`ChildProcess::spawn`], started by `sh` with its soft limit of open files lowered
     /// to `soft_nofile` first (`ulimit -Sn`), as many container runtimes start a process.
     ///
     /// # Errors
@@ -188,7 +188,7 @@ impl ServiceProcess {
         env: &[(&str, String)],
         run_as: Option<(u32, u32)>,
         soft_nofile: Option<u64>,
-    ) -> anyhow::Result<ServiceProcess> {
+    ) -> anyhow::Result<ChildProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
         let (exe, copy) = match run_as {
             Some((uid, gid)) => reachable_binary(exe, uid, gid)?,
@@ -248,7 +248,7 @@ impl ServiceProcess {
             })
         })
         .collect();
-        Ok(ServiceProcess {
+        Ok(ChildProcess {
             child,
             addr,
             output,
@@ -398,7 +398,7 @@ impl ServiceProcess {
     }
 }
 
-impl Drop for ServiceProcess {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             kill_and_wait(&mut self.child);
