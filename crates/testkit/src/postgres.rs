@@ -122,7 +122,7 @@ impl Postgres {
     /// in it names the running server.
     #[must_use]
     pub fn data_dir(&self) -> &Path {
-        &self.data
+        &self.cluster.dir
     }
 
     /// Creates a database with a unique name (`t_` and random hex) and

@@ -122,7 +122,10 @@ fn the_default_listen_addresses_are_the_codes() {
 fn the_health_check_path_is_the_codes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
     let text = std::fs::read_to_string(&path).expect("docs/configuration.md");
-    let said = format!("asks `GET {}` on `listen`", common::healthcheck::DEFAULT_PATH);
+    let said = format!(
+        "asks `GET {}` on `listen`",
+        common::healthcheck::DEFAULT_PATH
+    );
     assert!(
         text.replace('\n', " ").contains(&said),
         "docs/configuration.md should say `healthcheck` {said}"

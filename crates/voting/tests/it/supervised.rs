@@ -103,7 +103,7 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     .await;
     assert_eq!((tally.count("a"), tally.count("b")), (1, 1));
     // `/metrics` shows both servers up, and the one restart.
-    eventually("the restart in /metrics", || async {
+    eventually(DEADLINE, "the restart in /metrics", || async {
         let text = testkit::http::get(addr, "/metrics").await.ok()?.body;
         [
             "\nvoting_daemon_up{daemon=\"redis-server\"} 1\n",
