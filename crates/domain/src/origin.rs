@@ -144,14 +144,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+        let header = |(k, v): &(&str, &str)| (k.parse().unwrap(), v.parse().unwrap());
+        pairs.iter().map(header).collect()
     }
 
     /// Each way a default port can be left out, on either side, for both schemes.

@@ -407,14 +407,8 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+        let header = |(k, v): &(&str, &str)| (k.parse().unwrap(), v.parse().unwrap());
+        pairs.iter().map(header).collect()
     }
 
     const UPGRADE: [(&str, &str); 4] = [
@@ -451,12 +445,7 @@ mod tests {
     fn origin_must_name_the_host() {
         let check = |pairs: &[(&str, &str)], trust_proxy: bool| {
             let mut h = headers(&UPGRADE);
-            for (name, value) in pairs {
-                h.insert(
-                    header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(value).unwrap(),
-                );
-            }
+            h.extend(headers(pairs));
             match check_handshake(&h, trust_proxy) {
                 Ok(_) => true,
                 Err(Refusal::CrossOrigin) => false,
