@@ -41,11 +41,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let service = Service::start(&config)?;
     let state = service.state();
-    let limits = common::web::Limits::from(&config.http);
-    let grace = limits.shutdown_grace;
+    let grace = config.http.shutdown_grace_ms.get();
     let served = common::web::serve(
         listener,
-        limits,
+        config.http,
         move |req| routes::handle(state.clone(), req),
         shutdown,
     )
@@ -69,7 +68,7 @@ impl Service {
     pub fn start(config: &Config) -> anyhow::Result<Service> {
         let stats = Arc::new(FeedStats::default());
         let (feed, snapshots) = Feed::new(config, stats.clone())?;
-        let hub = Arc::new(Hub::new(config.result.max_sockets));
+        let hub = Arc::new(Hub::new(config.result.max_sockets.get()));
         let feed = tokio::spawn(feed.run(hub.stop_signal()));
         let heartbeat = tokio::spawn({
             let hub = hub.clone();

@@ -60,7 +60,7 @@ impl State {
         feed: Arc<FeedStats>,
     ) -> State {
         State {
-            options: config.options(),
+            options: config.options().clone(),
             question: config.question(),
             public_url: config.public_url.clone(),
             show_qr: config.result.show_qr,

@@ -26,10 +26,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = Arc::new(routes::State::new(&config)?);
-    let limits = common::web::Limits::from(&config.http);
     common::web::serve(
         listener,
-        limits,
+        config.http,
         move |req| routes::handle(state.clone(), req),
         shutdown,
     )

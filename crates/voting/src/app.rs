@@ -21,8 +21,8 @@ use std::sync::Arc;
 use ::http::header::{self, HeaderValue};
 use ::http::uri::PathAndQuery;
 use ::http::{Method, Request, StatusCode, Uri};
-use common::config::Config;
-use common::web::{self, Limits, Resp};
+use common::config::{Config, HttpConfig};
+use common::web::{self, Resp};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,7 +37,7 @@ pub struct App {
     routes: Arc<Routes>,
     result: result::Service,
     worker: worker::Worker,
-    limits: Limits,
+    http: HttpConfig,
 }
 
 /// What the router needs of each service.
@@ -66,7 +66,7 @@ impl App {
             routes,
             result,
             worker,
-            limits: Limits::from(&config.http),
+            http: config.http,
         })
     }
 
@@ -82,11 +82,11 @@ impl App {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }));
         let routes = self.routes;
-        let grace = self.limits.shutdown_grace;
+        let grace = self.http.shutdown_grace_ms.get();
         let stop = &stop_tx;
         let served = common::web::serve(
             listener,
-            self.limits,
+            self.http,
             move |req| handle(routes.clone(), req),
             async move {
                 shutdown.await;

@@ -45,10 +45,9 @@ pub async fn run(
     tracing::info!(consumer = worker.consumer(), "worker starting");
     let status = worker.status();
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let limits = common::web::Limits::from(&config.http);
     let http = tokio::spawn(common::web::serve(
         listener,
-        limits,
+        config.http,
         move |req| health::handle(status.clone(), req),
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
