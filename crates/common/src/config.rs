@@ -269,8 +269,9 @@ pub struct VotingConfig {
 }
 
 macro_rules! url_newtype {
-    ($name:ident, $what:literal, [$($scheme:literal),+]) => {
-        #[doc = concat!("A ", $what, " URL (scheme checked when the configuration is read).")]
+    ($name:ident, $what:literal, [$($scheme:literal),+], $parses:expr) => {
+        #[doc = concat!("A ", $what, " URL, its scheme checked and the URL parsed by the ",
+            "client when the configuration is read.")]
         #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(pub SecretUrl);
@@ -280,6 +281,10 @@ macro_rules! url_newtype {
             fn try_from(s: String) -> Result<Self, String> {
                 let url = SecretUrl::new(s);
                 url.check_scheme(&[$($scheme),+])?;
+                // The client's own message could quote the password: not shown.
+                if !$parses(url.expose()) {
+                    return Err(concat!("not a URL the ", $what, " client accepts").into());
+                }
                 Ok($name(url))
             }
         }
@@ -304,8 +309,19 @@ macro_rules! url_newtype {
     };
 }
 
-url_newtype!(RedisUrl, "Redis", ["redis", "rediss", "unix", "redis+unix"]);
-url_newtype!(PostgresUrl, "PostgreSQL", ["postgres", "postgresql"]);
+url_newtype!(
+    RedisUrl,
+    "Redis",
+    // No `rediss`: the client is built without TLS.
+    ["redis", "unix", "redis+unix"],
+    |url: &str| redis::Client::open(url).is_ok()
+);
+url_newtype!(
+    PostgresUrl,
+    "PostgreSQL",
+    ["postgres", "postgresql"],
+    |url: &str| url.parse::<tokio_postgres::Config>().is_ok()
+);
 
 /// A duration written as whole milliseconds (the `…_ms` keys), from `MIN` to `MAX`: a number
 /// out of that range is refused while the configuration is read, with an error naming the
@@ -568,13 +584,15 @@ impl Config {
         if let Some(path) = set(&self.redis.password_file) {
             let password = read_password_file(&path).map_err(|m| fail("redis.password_file", m))?;
             let url = self.redis.url.0.with_password(&password);
-            self.redis.url = RedisUrl(url.map_err(|m| fail("redis.url", m))?);
+            let url = url.and_then(|url| RedisUrl::try_from(url.expose().to_string()));
+            self.redis.url = url.map_err(|m| fail("redis.url", m))?;
         }
         if let Some(path) = set(&self.postgres.password_file) {
             let password =
                 read_password_file(&path).map_err(|m| fail("postgres.password_file", m))?;
             let url = self.postgres.url.0.with_password(&password);
-            self.postgres.url = PostgresUrl(url.map_err(|m| fail("postgres.url", m))?);
+            let url = url.and_then(|url| PostgresUrl::try_from(url.expose().to_string()));
+            self.postgres.url = url.map_err(|m| fail("postgres.url", m))?;
         }
         Ok(self)
     }
@@ -1101,6 +1119,51 @@ mod tests {
             assert!(!e.to_string().contains("hunter2"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn urls_the_clients_refuse_are_refused_at_load() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_REDIS__URL", "unix:///run/redis/redis.sock");
+            jail.set_env(
+                "VOTING_POSTGRES__URL",
+                "postgresql:///votes?host=/run/postgresql",
+            );
+            load(None).unwrap();
+            jail.set_env("VOTING_REDIS__URL", "redis://:s3cret@cache:6380/2");
+            jail.set_env(
+                "VOTING_POSTGRES__URL",
+                "postgres://app@db:5433/votes?sslmode=require",
+            );
+            load(None).unwrap();
+            Ok(())
+        });
+        for (variable, url, key) in [
+            (
+                "VOTING_POSTGRES__URL",
+                "postgres://app:hunter2@db/x?sslmode=sometimes",
+                "postgres.url",
+            ),
+            (
+                "VOTING_REDIS__URL",
+                "redis://:hunter2@cache:6379/not-a-db",
+                "redis.url",
+            ),
+            (
+                "VOTING_REDIS__URL",
+                "rediss://:hunter2@cache:6380",
+                "redis.url",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, url);
+                let e = load(None).unwrap_err();
+                assert_eq!(e.key, key, "{e}");
+                assert!(e.origin.contains(variable), "{e}");
+                assert!(!e.to_string().contains("hunter2"), "{e}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
