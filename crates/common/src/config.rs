@@ -348,6 +348,7 @@ impl<const MIN: u64, const MAX: u64> Millis<MIN, MAX> {
         }
     }
 
+    /// The duration, for the code that waits or times out.
     pub const fn get(self) -> Duration {
         self.0
     }
