@@ -791,14 +791,8 @@ impl Provider for Environment {
             let Some(key) = self.key_of(name.to_string_lossy().trim()) else {
                 continue;
             };
-            let value = read_env_value(&text.to_string_lossy(), types.find_ref(&key)).map_err(
-                |message| {
-                    let mut e = figment::Error::from(message);
-                    e.path = key.split('.').map(String::from).collect();
-                    e.metadata = Some(self.metadata());
-                    e
-                },
-            )?;
+            let value = read_env_value(&text.to_string_lossy(), types.find_ref(&key))
+                .map_err(|message| figment::Error::from(message).with_path(&key))?;
             insert(&mut values, &key, value);
         }
         Ok(Profile::Default.collect(values))
