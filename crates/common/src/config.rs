@@ -4,6 +4,16 @@
 //! default of `listen` differs per service. Unknown keys are errors. [`ConfigError`] names the
 //! key and where its value came from, and never carries a password.
 //!
+//! Each value is parsed into the type it means while it is read: counts that cannot be zero
+//! are `NonZero…`, the `…_ms` keys are [`Millis`] (a [`Duration`] with its range), strings
+//! with rules are checked by their deserializer, and the options come out resolved
+//! ([`Options`], with `OPTION_A`/`OPTION_B` applied). A bad value is an error naming its key
+//! when the configuration is loaded; nothing is checked again later.
+//!
+//! The environment is read by [`Environment`], which parses each variable per its key's
+//! type (a number, a boolean, a string, or a TOML list or table), never with figment's
+//! lenient value parser (it panics on some malformed quoted strings).
+//!
 //! `redis.password_file` / `postgres.password_file` (e.g. a Docker secret under
 //! `/run/secrets/`) name a file holding the password: it is read once, when the configuration
 //! is loaded, trimmed, and put into the URL, so everything that connects gets it and nothing
@@ -11,14 +21,17 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Serialize};
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Num, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::secret::SecretUrl;
-use domain::options::{Options, VoteOption};
+use domain::options::Options;
 
 /// Prefix of the environment variables read as configuration (`__` separates nesting).
 pub const ENV_PREFIX: &str = "VOTING_";
@@ -77,24 +90,30 @@ impl Service {
 pub struct Config {
     /// Address of the service's HTTP listener (the worker's serves health and metrics only).
     pub listen: SocketAddr,
-    /// Threads of the async runtime; 0 chooses ([`Service::default_threads`]).
+    /// Threads of the async runtime, at most [`MAX_THREADS`]; 0 chooses
+    /// ([`Service::default_threads`]).
+    #[serde(deserialize_with = "threads")]
     pub threads: usize,
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
     /// The poll's question: the heading and the title of both pages. Empty: the labels
     /// joined, "Cats vs Dogs!" for the default poll (see [`Config::question`]).
+    #[serde(deserialize_with = "question")]
     pub question: String,
     /// The voting page's address as people outside should type it or scan it (the link and
     /// QR code of the results page), e.g. `https://poll.example.org/vote/`; empty: derived
     /// from each request of the results page (`Host`, or `X-Forwarded-Host` and
     /// `X-Forwarded-Proto` with `http.trust_proxy`) as `<scheme>://<host>/vote/`.
+    #[serde(deserialize_with = "public_url")]
     pub public_url: String,
-    /// The poll's options, in display order.
-    pub options: Vec<VoteOption>,
-    /// The original app's `OPTION_A`: label of option `a`.
+    /// The poll's options, in display order, checked; on a loaded configuration `option_a`
+    /// and `option_b` are applied already (see [`Config::options`]).
+    pub options: Options,
+    /// The original app's `OPTION_A`: label of option `a`. [`Config::from_figment`] applies
+    /// it to `options` and leaves `None` here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub option_a: Option<String>,
-    /// The original app's `OPTION_B`: label of option `b`.
+    /// The original app's `OPTION_B`: label of option `b`, applied like `option_a`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub option_b: Option<String>,
     pub queue: QueueConfig,
@@ -126,7 +145,7 @@ pub struct Named {
 pub struct RedisConfig {
     pub url: RedisUrl,
     /// Multiplexed connections in the pool (each pipelines many requests).
-    pub pool_size: u32,
+    pub pool_size: NonZeroU32,
     /// A file holding the password, put into `url` when the configuration is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
@@ -136,7 +155,7 @@ pub struct RedisConfig {
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     pub url: PostgresUrl,
-    pub pool_size: u32,
+    pub pool_size: NonZeroU32,
     /// A file holding the password, put into `url` when the configuration is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
@@ -147,33 +166,36 @@ pub struct PostgresConfig {
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// The stream votes are appended to.
+    #[serde(deserialize_with = "redis_key")]
     pub stream: String,
     /// The workers' consumer group.
+    #[serde(deserialize_with = "redis_key")]
     pub group: String,
     /// Where entries that can never be valid go, with the reason.
+    #[serde(deserialize_with = "redis_key")]
     pub dead_letter: String,
     /// The original app's list of JSON votes that the worker drains too; empty disables it.
     pub legacy_list: String,
     /// Refuse new votes (503) while the stream holds this many entries or more.
-    pub max_backlog: u64,
+    pub max_backlog: NonZeroU64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Connections served at once; more wait in the kernel's accept queue.
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// A client must send its request headers within this time.
-    pub header_timeout_ms: u64,
+    pub header_timeout_ms: Millis<1>,
     /// A client must send its request body within this time.
-    pub body_timeout_ms: u64,
+    pub body_timeout_ms: Millis<1>,
     /// A connection whose answer makes no progress (the client does not read it) for this
     /// long is closed.
-    pub write_timeout_ms: u64,
+    pub write_timeout_ms: Millis<1>,
     /// Largest request body accepted (413 above).
-    pub max_body_bytes: usize,
+    pub max_body_bytes: NonZeroUsize,
     /// Grace period for open requests on shutdown.
-    pub shutdown_grace_ms: u64,
+    pub shutdown_grace_ms: Millis,
     /// Believe the proxy in front (Nginx) about the scheme the browser used: with
     /// `X-Forwarded-Proto: https`, vote marks its cookies `Secure` and result expects an
     /// `https://` origin on its WebSocket. Off: the header is ignored (any client can send it).
@@ -204,18 +226,18 @@ pub struct VoteConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Most stream entries taken (and applied in one transaction) at once.
-    pub batch_size: usize,
-    /// How long a read waits for new entries when the stream is empty.
-    pub block_ms: u64,
+    pub batch_size: NonZeroUsize,
+    /// How long a read waits for new entries when the stream is empty (at most a minute).
+    pub block_ms: Millis<1, 60_000>,
     /// After a batch of more than one entry (votes are flowing) but less than a full one, the
     /// next read starts no sooner than this long after that batch's, so that batches grow
     /// under steady load; 0 never waits.
-    /// A lone vote is applied at once.
-    pub linger_ms: u64,
+    /// A lone vote is applied at once. At most a second.
+    pub linger_ms: Millis<0, 1000>,
     /// Entries pending this long on another consumer are claimed (its owner is presumed dead).
-    pub claim_idle_ms: u64,
+    pub claim_idle_ms: Millis<1>,
     /// How often to look for such entries.
-    pub claim_interval_ms: u64,
+    pub claim_interval_ms: Millis<1>,
     /// Consumer name in the group; empty means `<host>-<pid>-<random>`, unique per process.
     pub consumer: String,
 }
@@ -224,9 +246,9 @@ pub struct WorkerConfig {
 #[serde(deny_unknown_fields)]
 pub struct ResultConfig {
     /// WebSockets open at once; the next one is answered 503.
-    pub max_sockets: usize,
+    pub max_sockets: NonZeroUsize,
     /// The safety poll: tallies are re-read this often even without a notification.
-    pub poll_interval_ms: u64,
+    pub poll_interval_ms: Millis<1>,
     /// Show the QR code and the address of the voting page on the results page (a page
     /// opened with `?qr=0` hides them too).
     pub show_qr: bool,
@@ -247,8 +269,9 @@ pub struct VotingConfig {
 }
 
 macro_rules! url_newtype {
-    ($name:ident, $what:literal, [$($scheme:literal),+]) => {
-        #[doc = concat!("A ", $what, " URL (scheme checked when the configuration is read).")]
+    ($name:ident, $what:literal, [$($scheme:literal),+], $parses:expr) => {
+        #[doc = concat!("A ", $what, " URL, its scheme checked and the URL parsed by the ",
+            "client when the configuration is read.")]
         #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(pub SecretUrl);
@@ -258,6 +281,10 @@ macro_rules! url_newtype {
             fn try_from(s: String) -> Result<Self, String> {
                 let url = SecretUrl::new(s);
                 url.check_scheme(&[$($scheme),+])?;
+                // The client's own message could quote the password: not shown.
+                if !$parses(url.expose()) {
+                    return Err(concat!("not a URL the ", $what, " client accepts").into());
+                }
                 Ok($name(url))
             }
         }
@@ -282,8 +309,122 @@ macro_rules! url_newtype {
     };
 }
 
-url_newtype!(RedisUrl, "Redis", ["redis", "rediss", "unix", "redis+unix"]);
-url_newtype!(PostgresUrl, "PostgreSQL", ["postgres", "postgresql"]);
+url_newtype!(
+    RedisUrl,
+    "Redis",
+    // No `rediss`: the client is built without TLS.
+    ["redis", "unix", "redis+unix"],
+    |url: &str| redis::Client::open(url).is_ok()
+);
+url_newtype!(
+    PostgresUrl,
+    "PostgreSQL",
+    ["postgres", "postgresql"],
+    |url: &str| url.parse::<tokio_postgres::Config>().is_ok()
+);
+
+/// A duration written as whole milliseconds (the `…_ms` keys), from `MIN` to `MAX`: a number
+/// out of that range is refused while the configuration is read, with an error naming the
+/// key. The code reads the [`Duration`] ([`Millis::get`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Millis<const MIN: u64 = 0, const MAX: u64 = { u64::MAX }>(Duration);
+
+impl<const MIN: u64, const MAX: u64> Millis<MIN, MAX> {
+    /// `ms` milliseconds, if within `MIN..=MAX`.
+    pub const fn new(ms: u64) -> Option<Self> {
+        if MIN <= ms && ms <= MAX {
+            Some(Millis(Duration::from_millis(ms)))
+        } else {
+            None
+        }
+    }
+
+    /// A constant in range, checked at compile time: `const { Millis::ms(10) }`.
+    pub const fn ms(ms: u64) -> Self {
+        match Self::new(ms) {
+            Some(millis) => millis,
+            None => panic!("a constant Millis out of its range"),
+        }
+    }
+
+    /// The duration, for the code that waits or times out.
+    pub const fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> TryFrom<u64> for Millis<MIN, MAX> {
+    type Error = String;
+    fn try_from(ms: u64) -> Result<Self, String> {
+        Millis::new(ms).ok_or_else(|| match (MIN, MAX) {
+            (1, u64::MAX) => "must be greater than 0".to_string(),
+            (_, u64::MAX) => format!("must be at least {MIN}"),
+            _ => format!("must be {MIN} to {MAX}"),
+        })
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> From<Millis<MIN, MAX>> for u64 {
+    fn from(millis: Millis<MIN, MAX>) -> u64 {
+        // Made from a u64 of milliseconds, so it fits.
+        millis.0.as_millis() as u64
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> fmt::Debug for Millis<MIN, MAX> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+/// The most runtime threads `threads` may ask for.
+pub const MAX_THREADS: usize = 256;
+
+/// A constant that is not zero, checked at compile time: `const { nonzero(4) }`.
+const fn nonzero(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => panic!("zero"),
+    }
+}
+
+/// Reads a value and checks it with `check`, whose message becomes the error of its key.
+fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, D::Error> {
+    let value = T::deserialize(d)?;
+    check(&value).map_err(serde::de::Error::custom)?;
+    Ok(value)
+}
+
+fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    checked(d, |n: &usize| {
+        if *n > MAX_THREADS {
+            return Err(format!("must be at most {MAX_THREADS}"));
+        }
+        Ok(())
+    })
+}
+
+fn question<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |q: &String| check_question(q))
+}
+
+fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |u: &String| check_public_url(u))
+}
+
+/// A Redis key name: not empty.
+fn redis_key<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |name: &String| {
+        if name.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(())
+    })
+}
 
 impl Config {
     /// The built-in defaults for `service`.
@@ -298,19 +439,19 @@ impl Config {
             threads: 0,
             redis: RedisConfig {
                 url: RedisUrl(SecretUrl::new(format!("redis://127.0.0.1:{redis_port}"))),
-                pool_size: 4,
+                pool_size: const { NonZeroU32::new(4).unwrap() },
                 password_file: None,
             },
             postgres: PostgresConfig {
                 url: PostgresUrl(SecretUrl::new(format!(
                     "postgres://postgres@127.0.0.1:{postgres_port}/postgres"
                 ))),
-                pool_size: 4,
+                pool_size: const { NonZeroU32::new(4).unwrap() },
                 password_file: None,
             },
             question: String::new(),
             public_url: String::new(),
-            options: Options::defaults(),
+            options: Options::default(),
             option_a: None,
             option_b: None,
             queue: QueueConfig {
@@ -318,15 +459,15 @@ impl Config {
                 group: "workers".into(),
                 dead_letter: "ballots:dead".into(),
                 legacy_list: "votes".into(),
-                max_backlog: 1_000_000,
+                max_backlog: const { NonZeroU64::new(1_000_000).unwrap() },
             },
             http: HttpConfig {
-                max_connections: 10_000,
-                header_timeout_ms: 10_000,
-                body_timeout_ms: 10_000,
-                write_timeout_ms: 20_000,
-                max_body_bytes: 4096,
-                shutdown_grace_ms: 10_000,
+                max_connections: const { nonzero(10_000) },
+                header_timeout_ms: const { Millis::ms(10_000) },
+                body_timeout_ms: const { Millis::ms(10_000) },
+                write_timeout_ms: const { Millis::ms(20_000) },
+                max_body_bytes: const { nonzero(4096) },
+                shutdown_grace_ms: const { Millis::ms(10_000) },
                 trust_proxy: false,
             },
             log: LogConfig {
@@ -336,16 +477,16 @@ impl Config {
                 secure_cookie: false,
             },
             worker: WorkerConfig {
-                batch_size: 4000,
-                block_ms: 1000,
-                linger_ms: 10,
-                claim_idle_ms: 10_000,
-                claim_interval_ms: 5_000,
+                batch_size: const { nonzero(4000) },
+                block_ms: const { Millis::ms(1000) },
+                linger_ms: const { Millis::ms(10) },
+                claim_idle_ms: const { Millis::ms(10_000) },
+                claim_interval_ms: const { Millis::ms(5_000) },
                 consumer: String::new(),
             },
             result: ResultConfig {
-                max_sockets: 20_000,
-                poll_interval_ms: 5_000,
+                max_sockets: const { nonzero(20_000) },
+                poll_interval_ms: const { Millis::ms(5_000) },
                 show_qr: true,
             },
             voting: VotingConfig {
@@ -357,16 +498,12 @@ impl Config {
     }
 
     /// The layered sources for `service`: defaults, then the TOML file (if any), then the
-    /// process environment. Tests build their own figment on top of [`Config::defaults`].
-    ///
-    /// figment's value parser panics on a few malformed strings (a quoted value with an
-    /// unknown escape after multi-byte characters), and an `Env` provider parses while it is
-    /// merged: each variable is tried alone first, so such a value is an error naming it.
+    /// process environment ([`Environment`]). Tests build their own figment on top of
+    /// [`Config::defaults`].
     ///
     /// `REDIS_PORT` and `POSTGRES_PORT` (the variables docker-compose.yml and the native run
     /// publish the servers' ports with) set the ports of the default URLs.
     pub fn figment(service: Service, file: Option<&Path>) -> Result<Figment, ConfigError> {
-        check_environment_values()?;
         let redis_port = default_port("REDIS_PORT", DEFAULT_REDIS_PORT)?;
         let postgres_port = default_port("POSTGRES_PORT", DEFAULT_POSTGRES_PORT)?;
         let defaults = Config::defaults_on(service, redis_port, postgres_port);
@@ -375,16 +512,17 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         Ok(figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
-            .merge(Env::raw().only(&["option_a", "option_b"])))
+            .merge(Environment::prefixed())
+            .merge(Environment::option_labels()))
     }
 
-    /// Reads and checks the configuration from `figment`, then reads the password files.
+    /// Reads the configuration from `figment`: every value parsed into its type, the options
+    /// resolved, the password files read.
     pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::from_figment(figment, e))?;
-        let mut config = config.checked(figment)?.with_password_files(figment)?;
+        let mut config = config.with_labels(figment)?.with_password_files(figment)?;
         let named = |key: &str| {
             figment
                 .find_metadata(key)
@@ -413,54 +551,23 @@ impl Config {
         Config::from_figment(&Config::figment(service, file.as_deref())?)
     }
 
-    fn checked(self, figment: &Figment) -> Result<Config, ConfigError> {
-        let fail = |key: &str, message: String| ConfigError {
-            key: key.to_string(),
-            origin: describe_source(figment, key),
-            message,
-        };
-        self.poll_options()
-            .map_err(|(key, message)| fail(key, message))?;
-        check_question(&self.question).map_err(|m| fail("question", m))?;
-        check_public_url(&self.public_url).map_err(|m| fail("public_url", m))?;
-        for (key, name) in [
-            ("queue.stream", &self.queue.stream),
-            ("queue.group", &self.queue.group),
-            ("queue.dead_letter", &self.queue.dead_letter),
-        ] {
-            if name.is_empty() {
-                return Err(fail(key, "must not be empty".into()));
-            }
-        }
-        let positive = [
-            ("redis.pool_size", self.redis.pool_size as u64),
-            ("postgres.pool_size", self.postgres.pool_size as u64),
-            ("queue.max_backlog", self.queue.max_backlog),
-            ("http.max_connections", self.http.max_connections as u64),
-            ("http.max_body_bytes", self.http.max_body_bytes as u64),
-            ("http.header_timeout_ms", self.http.header_timeout_ms),
-            ("http.body_timeout_ms", self.http.body_timeout_ms),
-            ("http.write_timeout_ms", self.http.write_timeout_ms),
-            ("worker.batch_size", self.worker.batch_size as u64),
-            ("worker.block_ms", self.worker.block_ms),
-            ("worker.claim_idle_ms", self.worker.claim_idle_ms),
-            ("worker.claim_interval_ms", self.worker.claim_interval_ms),
-            ("result.max_sockets", self.result.max_sockets as u64),
-            ("result.poll_interval_ms", self.result.poll_interval_ms),
+    /// Applies `option_a` / `option_b` as the labels of options `a` / `b` (then `None`); the
+    /// error names the key at fault.
+    fn with_labels(mut self, figment: &Figment) -> Result<Config, ConfigError> {
+        let labels = [
+            ("a", "option_a", self.option_a.take()),
+            ("b", "option_b", self.option_b.take()),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(fail(key, "must be greater than 0".into()));
+        for (key, name, label) in labels {
+            if let Some(label) = label {
+                self.options
+                    .relabel(key, label)
+                    .map_err(|message| ConfigError {
+                        key: name.to_string(),
+                        origin: describe_source(figment, name),
+                        message,
+                    })?;
             }
-        }
-        if self.worker.block_ms > 60_000 {
-            return Err(fail("worker.block_ms", "must be at most 60000".into()));
-        }
-        if self.threads > 256 {
-            return Err(fail("threads", "must be at most 256".into()));
-        }
-        if self.worker.linger_ms > 1000 {
-            return Err(fail("worker.linger_ms", "must be at most 1000".into()));
         }
         Ok(self)
     }
@@ -478,36 +585,22 @@ impl Config {
         if let Some(path) = set(&self.redis.password_file) {
             let password = read_password_file(&path).map_err(|m| fail("redis.password_file", m))?;
             let url = self.redis.url.0.with_password(&password);
-            self.redis.url = RedisUrl(url.map_err(|m| fail("redis.url", m))?);
+            let url = url.and_then(|url| RedisUrl::try_from(url.expose().to_string()));
+            self.redis.url = url.map_err(|m| fail("redis.url", m))?;
         }
         if let Some(path) = set(&self.postgres.password_file) {
             let password =
                 read_password_file(&path).map_err(|m| fail("postgres.password_file", m))?;
             let url = self.postgres.url.0.with_password(&password);
-            self.postgres.url = PostgresUrl(url.map_err(|m| fail("postgres.url", m))?);
+            let url = url.and_then(|url| PostgresUrl::try_from(url.expose().to_string()));
+            self.postgres.url = url.map_err(|m| fail("postgres.url", m))?;
         }
         Ok(self)
     }
 
-    /// The checked option list, with `option_a` / `option_b` applied as labels of `a` / `b`.
-    /// The error names the key at fault.
-    pub fn poll_options(&self) -> Result<Options, (&'static str, String)> {
-        let mut options = Options::new(self.options.clone()).map_err(|e| ("options", e))?;
-        for (key, name, label) in [
-            ("a", "option_a", &self.option_a),
-            ("b", "option_b", &self.option_b),
-        ] {
-            if let Some(label) = label {
-                options.relabel(key, label.clone()).map_err(|e| (name, e))?;
-            }
-        }
-        Ok(options)
-    }
-
-    /// The options; only call on a config from [`Config::from_figment`] (already checked).
-    pub fn options(&self) -> Options {
-        self.poll_options()
-            .expect("options were checked when the configuration was read")
+    /// The poll's options, as checked and resolved when the configuration was read.
+    pub fn options(&self) -> &Options {
+        &self.options
     }
 
     /// The poll's question: `question`, or when it is empty the labels joined as the original
@@ -637,38 +730,125 @@ impl ConfigError {
     }
 }
 
-/// Parses each variable that [`Config::figment`] reads on its own, catching figment's panic.
-fn check_environment_values() -> Result<(), ConfigError> {
-    let ours = |name: &str| {
-        name.starts_with(ENV_PREFIX)
-            || name.eq_ignore_ascii_case("OPTION_A")
-            || name.eq_ignore_ascii_case("OPTION_B")
-    };
-    for (name, value) in std::env::vars_os() {
-        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
-            continue;
-        };
-        if !ours(name) {
-            continue;
-        }
-        let quiet = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let parsed = std::panic::catch_unwind(|| value.parse::<figment::value::Value>().is_ok());
-        std::panic::set_hook(quiet);
-        if parsed.is_err() {
-            let key = name
-                .strip_prefix(ENV_PREFIX)
-                .unwrap_or(name)
-                .to_lowercase()
-                .replace("__", ".");
-            return Err(ConfigError {
-                key,
-                origin: format!("environment variable {name}"),
-                message: "the value cannot be parsed (check its quotes and backslashes)".into(),
-            });
+/// The environment as a configuration source: the `VOTING_…` variables (`__` separates
+/// nesting; `VOTING_CONFIG` names the file instead), or `OPTION_A` and `OPTION_B`.
+///
+/// A value is read as its key's type in the built-in defaults: a number or `true`/`false`
+/// as such, a value in quotes, brackets or braces as TOML (`"Tea"`,
+/// `[{key="tea",label="Tea"}]`), anything else as the text itself, trimmed. A value that is
+/// not of the key's type is then refused by the key's type, naming the key and the variable.
+/// (figment's own `Env` parses every value leniently, and that parser panics on some quoted
+/// strings.)
+pub struct Environment {
+    /// `Some(ENV_PREFIX)`, or `None` for the original app's `OPTION_A` / `OPTION_B`.
+    prefix: Option<&'static str>,
+}
+
+impl Environment {
+    /// The `VOTING_…` variables.
+    pub fn prefixed() -> Environment {
+        Environment {
+            prefix: Some(ENV_PREFIX),
         }
     }
-    Ok(())
+
+    /// `OPTION_A` and `OPTION_B`, as `option_a` and `option_b`.
+    pub fn option_labels() -> Environment {
+        Environment { prefix: None }
+    }
+
+    /// The dotted key a variable sets, if it is one of this source's.
+    fn key_of(&self, name: &str) -> Option<String> {
+        let key = match self.prefix {
+            Some(prefix) => {
+                let rest = name.get(prefix.len()..)?;
+                name[..prefix.len()]
+                    .eq_ignore_ascii_case(prefix)
+                    .then_some(rest)?
+            }
+            None => ["option_a", "option_b"]
+                .into_iter()
+                .find(|key| key.eq_ignore_ascii_case(name))?,
+        };
+        let key = key.to_ascii_lowercase().replace("__", ".");
+        let usable = key != "config" && !key.split('.').any(str::is_empty);
+        usable.then_some(key)
+    }
+}
+
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        match self.prefix {
+            Some(prefix) => Metadata::named(format!("`{prefix}` environment variable(s)")),
+            None => Metadata::named("environment variable(s)"),
+        }
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let types = Value::serialize(Config::defaults(Service::Voting))?;
+        let mut values = Dict::new();
+        for (name, text) in std::env::vars_os() {
+            let Some(key) = self.key_of(name.to_string_lossy().trim()) else {
+                continue;
+            };
+            let value = read_env_value(&text.to_string_lossy(), types.find_ref(&key))
+                .map_err(|message| figment::Error::from(message).with_path(&key))?;
+            insert(&mut values, &key, value);
+        }
+        Ok(Profile::Default.collect(values))
+    }
+}
+
+/// Puts `value` at the dotted `key` of `dict`, making the tables on the way.
+fn insert(dict: &mut Dict, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            dict.insert(key.to_string(), value);
+        }
+        Some((first, rest)) => {
+            let entry = dict
+                .entry(first.to_string())
+                .or_insert_with(|| Dict::new().into());
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Dict::new().into();
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// One variable's value, read as the type of `like` (the key's default), if any.
+fn read_env_value(text: &str, like: Option<&Value>) -> Result<Value, String> {
+    let text = text.trim();
+    match like {
+        Some(Value::Num(..)) => {
+            if let Ok(num) = text.parse::<Num>() {
+                return Ok(num.into());
+            }
+        }
+        Some(Value::Bool(..)) if text == "true" || text == "false" => {
+            return Ok(Value::from(text == "true"));
+        }
+        _ => {}
+    }
+    let enclosed = [('"', '"'), ('\'', '\''), ('[', ']'), ('{', '}')]
+        .into_iter()
+        .any(|(open, close)| text.len() >= 2 && text.starts_with(open) && text.ends_with(close));
+    if !enclosed {
+        return Ok(Value::from(text.to_string()));
+    }
+    Toml::string(&format!("v = {text}"))
+        .data()
+        .ok()
+        .and_then(|mut data| data.remove(&Profile::Default))
+        .filter(|dict| dict.len() == 1)
+        .and_then(|mut dict| dict.remove("v"))
+        .ok_or_else(|| {
+            "the value cannot be read: check its quotes, backslashes and brackets (TOML syntax)"
+                .to_string()
+        })
 }
 
 /// Where the value of `key` came from, for error messages.
@@ -711,7 +891,7 @@ fn describe_metadata<K: AsRef<str>>(md: &figment::Metadata, path: &[K]) -> Strin
 #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
 mod tests {
     use super::*;
-    use domain::options::OptionKey;
+    use domain::options::{OptionKey, VoteOption};
     use figment::Jail;
 
     fn load(jail_file: Option<&str>) -> Result<Config, ConfigError> {
@@ -816,7 +996,7 @@ mod tests {
             let c = load(Some("voting.toml")).unwrap();
             assert_eq!(c.listen.port(), 9000);
             assert_eq!(c.redis.url.0.expose(), "redis://other:6381");
-            assert_eq!(c.worker.batch_size, 50);
+            assert_eq!(c.worker.batch_size.get(), 50);
             let keys: Vec<_> = c.options().iter().map(|o| o.key.to_string()).collect();
             assert_eq!(keys, ["tabs", "spaces"]);
             Ok(())
@@ -856,6 +1036,11 @@ mod tests {
             let c = load(None).unwrap();
             let labels: Vec<_> = c.options().iter().map(|o| o.label.clone()).collect();
             assert_eq!(labels, ["Tea", "Coffee"]);
+            assert_eq!(
+                (c.option_a, c.option_b),
+                (None, None),
+                "applied once, at load"
+            );
             Ok(())
         });
     }
@@ -929,6 +1114,51 @@ mod tests {
             assert!(!e.to_string().contains("hunter2"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn urls_the_clients_refuse_are_refused_at_load() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_REDIS__URL", "unix:///run/redis/redis.sock");
+            jail.set_env(
+                "VOTING_POSTGRES__URL",
+                "postgresql:///votes?host=/run/postgresql",
+            );
+            load(None).unwrap();
+            jail.set_env("VOTING_REDIS__URL", "redis://:s3cret@cache:6380/2");
+            jail.set_env(
+                "VOTING_POSTGRES__URL",
+                "postgres://app@db:5433/votes?sslmode=require",
+            );
+            load(None).unwrap();
+            Ok(())
+        });
+        for (variable, url, key) in [
+            (
+                "VOTING_POSTGRES__URL",
+                "postgres://app:hunter2@db/x?sslmode=sometimes",
+                "postgres.url",
+            ),
+            (
+                "VOTING_REDIS__URL",
+                "redis://:hunter2@cache:6379/not-a-db",
+                "redis.url",
+            ),
+            (
+                "VOTING_REDIS__URL",
+                "rediss://:hunter2@cache:6380",
+                "redis.url",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, url);
+                let e = load(None).unwrap_err();
+                assert_eq!(e.key, key, "{e}");
+                assert!(e.origin.contains(variable), "{e}");
+                assert!(!e.to_string().contains("hunter2"), "{e}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
@@ -1078,7 +1308,7 @@ mod tests {
     #[test]
     fn result_settings_are_checked() {
         Jail::expect_with(|jail| {
-            assert_eq!(load(None).unwrap().result.max_sockets, 20_000);
+            assert_eq!(load(None).unwrap().result.max_sockets.get(), 20_000);
             jail.set_env("VOTING_RESULT__POLL_INTERVAL_MS", "0");
             let e = load(None).unwrap_err();
             assert_eq!(e.key, "result.poll_interval_ms");
@@ -1103,11 +1333,59 @@ mod tests {
     }
 
     #[test]
+    fn milliseconds_are_durations_within_their_range() {
+        Jail::expect_with(|jail| {
+            let c = load(None).unwrap();
+            assert_eq!(c.http.header_timeout_ms.get(), Duration::from_secs(10));
+            assert_eq!(c.worker.block_ms.get(), Duration::from_secs(1));
+            jail.set_env("VOTING_HTTP__HEADER_TIMEOUT_MS", "500");
+            jail.set_env("VOTING_WORKER__BLOCK_MS", "60000");
+            let c = load(None).unwrap();
+            assert_eq!(c.http.header_timeout_ms.get(), Duration::from_millis(500));
+            assert_eq!(c.worker.block_ms.get(), Duration::from_secs(60));
+            jail.set_env("VOTING_WORKER__BLOCK_MS", "60001");
+            let e = load(None).unwrap_err();
+            assert_eq!(e.key, "worker.block_ms", "{e}");
+            assert!(e.origin.contains("VOTING_WORKER__BLOCK_MS"), "{e}");
+            assert!(e.message.contains("1 to 60000"), "{e}");
+            jail.create_file("v.toml", "[http]\nbody_timeout_ms = 0\n")?;
+            let e = load(Some("v.toml")).unwrap_err();
+            assert_eq!(e.key, "http.body_timeout_ms", "{e}");
+            assert!(e.origin.contains("v.toml"), "{e}");
+            assert!(e.message.contains("greater than 0"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_values_are_read_as_their_keys_types() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VOTING_QUESTION", "\"Tea, or coffee?\"");
+            jail.set_env("VOTING_WORKER__CONSUMER", " 42 ");
+            jail.set_env("VOTING_QUEUE__STREAM", "'ballots:{eu}'");
+            jail.set_env("VOTING_REDIS__POOL_SIZE", " 8");
+            let c = load(None).unwrap();
+            assert_eq!(c.question, "Tea, or coffee?");
+            assert_eq!(c.worker.consumer, "42", "digits for a string key stay text");
+            assert_eq!(c.queue.stream, "ballots:{eu}");
+            assert_eq!(c.redis.pool_size.get(), 8);
+            jail.set_env("VOTING_OPTIONS", "[{key=\"a\",label=\"A\"}, {key=\"b\"]");
+            let e = load(None).unwrap_err();
+            assert!(e.key.starts_with("options"), "{e}");
+            assert!(e.origin.contains("VOTING_OPTIONS"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn worker_linger_is_bounded() {
         Jail::expect_with(|jail| {
-            assert_eq!(load(None).unwrap().worker.linger_ms, 10);
+            assert_eq!(
+                load(None).unwrap().worker.linger_ms.get(),
+                Duration::from_millis(10)
+            );
             jail.set_env("VOTING_WORKER__LINGER_MS", "0");
-            assert_eq!(load(None).unwrap().worker.linger_ms, 0);
+            assert_eq!(load(None).unwrap().worker.linger_ms.get(), Duration::ZERO);
             jail.set_env("VOTING_WORKER__LINGER_MS", "1001");
             assert_eq!(load(None).unwrap_err().key, "worker.linger_ms");
             Ok(())
@@ -1195,7 +1473,7 @@ mod tests {
             Jail::expect_with(|jail| {
                 jail.set_env("VOTING_WORKER__BATCH_SIZE", &value);
                 match load(None) {
-                    Ok(c) => assert_eq!(value.trim().trim_start_matches('+').parse::<usize>(), Ok(c.worker.batch_size), "{value:?}"),
+                    Ok(c) => assert_eq!(value.trim().trim_start_matches('+').parse::<usize>(), Ok(c.worker.batch_size.get()), "{value:?}"),
                     Err(e) => {
                         assert_eq!(e.key, "worker.batch_size", "{e}");
                         assert!(e.origin.contains("VOTING_WORKER__BATCH_SIZE"), "{e}");

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::metrics::Registry;
-use crate::web::{self, Limits, Resp};
+use crate::web::{self, Resp};
 
 /// A service that can run alone behind its own listener or inside another server.
 pub trait Embed: Send + Sync + Sized + 'static {
@@ -43,12 +43,11 @@ pub async fn run<S: Embed>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let service = Arc::new(S::start(&config)?);
-    let limits = Limits::from(&config.http);
-    let grace = limits.shutdown_grace;
+    let grace = config.http.shutdown_grace_ms.get();
     let handler = service.clone();
     let served = web::serve(
         listener,
-        limits,
+        config.http,
         move |req| handler.clone().handle(req),
         shutdown,
     )

@@ -51,24 +51,33 @@ pub fn raise() -> io::Result<Limit> {
 /// Upgraded WebSockets leave `http.max_connections` (their connection's place frees at the
 /// upgrade), so result can hold both at once.
 pub fn needs(service: Service, config: &Config) -> Vec<(&'static str, u64)> {
-    let mut terms = vec![("http.max_connections", config.http.max_connections as u64)];
-    let redis = ("redis.pool_size", config.redis.pool_size as u64);
-    let postgres = ("postgres.pool_size", config.postgres.pool_size as u64);
+    let mut terms = vec![(
+        "http.max_connections",
+        config.http.max_connections.get() as u64,
+    )];
+    let redis = ("redis.pool_size", u64::from(config.redis.pool_size.get()));
+    let postgres = (
+        "postgres.pool_size",
+        u64::from(config.postgres.pool_size.get()),
+    );
     match service {
         Service::Vote => terms.push(redis),
         Service::Worker => terms.extend([redis, postgres]),
         Service::Result => terms.extend([
-            ("result.max_sockets", config.result.max_sockets as u64),
+            ("result.max_sockets", config.result.max_sockets.get() as u64),
             postgres,
             ("the feed's connection", 1),
         ]),
         Service::Voting => terms.extend([
-            ("result.max_sockets", config.result.max_sockets as u64),
+            ("result.max_sockets", config.result.max_sockets.get() as u64),
             // vote's, worker's and result's pools, and the feed.
-            ("redis.pool_size × 2", 2 * config.redis.pool_size as u64),
+            (
+                "redis.pool_size × 2",
+                2 * u64::from(config.redis.pool_size.get()),
+            ),
             (
                 "postgres.pool_size × 2",
-                2 * config.postgres.pool_size as u64,
+                2 * u64::from(config.postgres.pool_size.get()),
             ),
             ("the feed's connection", 1),
         ]),

@@ -142,7 +142,7 @@ impl Redis {
         let client = redis::Client::open(url).with_context(bad)?;
         let last_error = LastError::default();
         let pool = bb8::Pool::builder()
-            .max_size(config.pool_size)
+            .max_size(config.pool_size.get())
             .connection_timeout(CHECKOUT_TIMEOUT)
             .error_sink(Box::new(last_error.clone()))
             // Checks only the dead flag: no round trip.
@@ -222,7 +222,7 @@ pub fn pg_pool(
     let manager = PostgresConnectionManager::new(pg, NoTls);
     let last_error = LastError::default();
     let pool = bb8::Pool::builder()
-        .max_size(config.pool_size)
+        .max_size(config.pool_size.get())
         .connection_timeout(CHECKOUT_TIMEOUT)
         .error_sink(Box::new(last_error.clone()))
         .test_on_check_out(false)

@@ -34,30 +34,6 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header fields in one request; more is answered `431` too.
 pub const MAX_HEADERS: usize = 100;
 
-/// Limits applied to every connection and request.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub write_timeout: Duration,
-    pub max_body_bytes: usize,
-    pub shutdown_grace: Duration,
-}
-
-impl From<&HttpConfig> for Limits {
-    fn from(c: &HttpConfig) -> Limits {
-        Limits {
-            max_connections: c.max_connections,
-            header_timeout: Duration::from_millis(c.header_timeout_ms),
-            body_timeout: Duration::from_millis(c.body_timeout_ms),
-            write_timeout: Duration::from_millis(c.write_timeout_ms),
-            max_body_bytes: c.max_body_bytes,
-            shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
-        }
-    }
-}
-
 /// Connections this process closed because their answer made no progress for
 /// `http.write_timeout_ms`: every listener of the process counts here, and each service's
 /// `/metrics` shows it.
@@ -153,15 +129,15 @@ impl AsyncWrite for WriteDeadline {
 
 /// Serves `handler` on `listener` until `shutdown` completes, then drains.
 ///
-/// Connections past `max_connections` wait in the listen backlog. Connections are served with
+/// Connections past `http.max_connections` wait in the listen backlog. Connections are served with
 /// upgrades enabled (the result service's WebSocket). A header read timeout cuts off clients
 /// that do not send a whole request head in time (a silent or trickling client, or an idle
 /// keep-alive connection), which frees their place; a head over [`MAX_HEAD_BYTES`] or with
 /// more than [`MAX_HEADERS`] fields gets `431`. An answer the client does not take for
-/// `write_timeout` closes the connection (see [`WRITE_TIMEOUTS`]).
+/// `http.write_timeout_ms` closes the connection (see [`WRITE_TIMEOUTS`]).
 pub async fn serve<H, F>(
     listener: TcpListener,
-    limits: Limits,
+    http: HttpConfig,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
@@ -169,7 +145,7 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Arc::new(Semaphore::new(http.max_connections.get()));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a clone; when all are dropped, the drain is over.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -196,8 +172,8 @@ where
         let handler = handler.clone();
         let mut stop_rx = stop_rx.clone();
         let done_tx = done_tx.clone();
-        let header_timeout = limits.header_timeout;
-        let write_timeout = limits.write_timeout;
+        let header_timeout = http.header_timeout_ms.get();
+        let write_timeout = http.write_timeout_ms.get();
         tokio::spawn(async move {
             let _permit = permit;
             let _done = done_tx;
@@ -259,11 +235,11 @@ where
     drop(listener);
     let _ = stop_tx.send(true);
     drop(done_tx);
-    if tokio::time::timeout(limits.shutdown_grace, done_rx.recv())
+    if tokio::time::timeout(http.shutdown_grace_ms.get(), done_rx.recv())
         .await
         .is_err()
     {
-        tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the grace period");
+        tracing::warn!(grace = ?http.shutdown_grace_ms.get(), "connections still open after the grace period");
     }
     Ok(())
 }
@@ -335,10 +311,10 @@ impl BodyError {
     }
 }
 
-/// Reads the whole body, refusing more than `limits.max_body_bytes` (checked against
-/// `Content-Length` first, then while reading) or a body slower than `limits.body_timeout`.
-pub async fn read_body(req: Request<Incoming>, limits: &Limits) -> Result<Bytes, BodyError> {
-    let max = limits.max_body_bytes;
+/// Reads the whole body, refusing more than `http.max_body_bytes` (checked against
+/// `Content-Length` first, then while reading) or a body slower than `http.body_timeout_ms`.
+pub async fn read_body(req: Request<Incoming>, http: &HttpConfig) -> Result<Bytes, BodyError> {
+    let max = http.max_body_bytes.get();
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -348,7 +324,7 @@ pub async fn read_body(req: Request<Incoming>, limits: &Limits) -> Result<Bytes,
         return Err(BodyError::TooLarge(max));
     }
     let collect = Limited::new(req.into_body(), max).collect();
-    match tokio::time::timeout(limits.body_timeout, collect).await {
+    match tokio::time::timeout(http.body_timeout_ms.get(), collect).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),

@@ -57,8 +57,10 @@ pub struct VoteOption {
     pub label: String,
 }
 
-/// A checked option list: 2..=10 entries, unique keys, labels of 1..=64 characters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A checked option list: 2..=10 entries, unique keys, labels of 1..=64 characters. It reads
+/// and writes as the plain list, checked on reading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<VoteOption>", into = "Vec<VoteOption>")]
 pub struct Options(Vec<VoteOption>);
 
 pub const MIN_OPTIONS: usize = 2;
@@ -129,6 +131,26 @@ impl Options {
     }
 }
 
+impl Default for Options {
+    /// The default poll, [`Options::defaults`].
+    fn default() -> Options {
+        Options(Options::defaults())
+    }
+}
+
+impl TryFrom<Vec<VoteOption>> for Options {
+    type Error = String;
+    fn try_from(list: Vec<VoteOption>) -> Result<Options, String> {
+        Options::new(list)
+    }
+}
+
+impl From<Options> for Vec<VoteOption> {
+    fn from(options: Options) -> Vec<VoteOption> {
+        options.0
+    }
+}
+
 fn check_label(label: &str) -> Result<(), String> {
     let chars = label.chars().count();
     if chars == 0 || chars > MAX_LABEL_CHARS || label.trim().is_empty() {
@@ -160,6 +182,7 @@ mod tests {
         assert_eq!(o.get("a").unwrap().label, "Cats");
         assert_eq!(o.get("b").unwrap().label, "Dogs");
         assert!(o.get("c").is_none());
+        assert_eq!(Options::default(), o);
     }
 
     #[test]

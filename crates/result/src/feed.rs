@@ -122,12 +122,12 @@ impl Feed {
         if pg.get_application_name().is_none() {
             pg.application_name("result-feed");
         }
-        let options = config.options();
+        let options = config.options().clone();
         let (tx, rx) = watch::channel(Arc::new(Snapshot::placeholder(&options)));
         let feed = Feed {
             options,
             pg,
-            poll_interval: Duration::from_millis(config.result.poll_interval_ms),
+            poll_interval: config.result.poll_interval_ms.get(),
             tx,
             stats,
             version: 0,

@@ -65,7 +65,7 @@ impl Embed for State {
     fn start(config: &Config) -> anyhow::Result<State> {
         let stats = Arc::new(FeedStats::default());
         let (feed, snapshots) = Feed::new(config, stats.clone())?;
-        let hub = Arc::new(Hub::new(config.result.max_sockets));
+        let hub = Arc::new(Hub::new(config.result.max_sockets.get()));
         let feed_task = tokio::spawn(feed.run(hub.stop_signal()));
         let heartbeat = tokio::spawn({
             let hub = hub.clone();
@@ -82,7 +82,7 @@ impl Embed for State {
             }
         });
         Ok(State {
-            options: config.options(),
+            options: config.options().clone(),
             question: config.question(),
             public_url: config.public_url.clone(),
             show_qr: config.result.show_qr,

@@ -74,7 +74,7 @@ impl Queue {
         Ok(Queue {
             redis: Redis::new(&config.redis)?,
             stream: config.queue.stream.clone(),
-            max_backlog: config.queue.max_backlog,
+            max_backlog: config.queue.max_backlog.get(),
             script: redis::Script::new(APPEND),
             seen: Mutex::new(None),
         })
@@ -172,7 +172,7 @@ mod tests {
 
     fn queue(max_backlog: u64) -> Queue {
         let mut config = Config::defaults(Service::Vote);
-        config.queue.max_backlog = max_backlog;
+        config.queue.max_backlog = max_backlog.try_into().expect("a test backlog is not zero");
         Queue::new(&config).expect("a queue builds without connecting")
     }
 

@@ -25,10 +25,10 @@ use ::http::header::{self, HeaderValue};
 use ::http::{Method, Request, StatusCode};
 use askama::Template;
 use common::backoff::Outage;
-use common::config::Config;
+use common::config::{Config, HttpConfig};
 use common::embed::Embed;
 use common::metrics::{self, Counter, Families, Registry};
-use common::web::{self, Limits, Resp, read_body};
+use common::web::{self, Resp, read_body};
 use domain::options::{OptionKey, Options};
 use domain::origin;
 use domain::voter::VoterId;
@@ -53,7 +53,7 @@ pub struct State {
     queue: Queue,
     /// The replica to name in the page's footer, if any ([`common::replica_name`]).
     replica: Option<String>,
-    limits: Limits,
+    http: HttpConfig,
     secure_cookie: bool,
     /// Believe `X-Forwarded-Proto` (`http.trust_proxy`).
     trust_proxy: bool,
@@ -83,11 +83,11 @@ struct Metrics {
 impl Embed for State {
     fn start(config: &Config) -> anyhow::Result<State> {
         Ok(State {
-            options: config.options(),
+            options: config.options().clone(),
             question: config.question(),
             queue: Queue::new(config)?,
             replica: common::replica_name(),
-            limits: Limits::from(&config.http),
+            http: config.http,
             secure_cookie: config.vote.secure_cookie,
             trust_proxy: config.http.trust_proxy,
             metrics: Metrics::default(),
@@ -309,7 +309,7 @@ async fn accept(
     if web::content_type(&req).as_deref() != Some(media_type) {
         return Err(Refusal::MediaType(media_type));
     }
-    let body = read_body(req, &state.limits).await?;
+    let body = read_body(req, &state.http).await?;
     let raw = parse(&body)?;
     let option = state.options.get(&raw).ok_or(Refusal::UnknownOption(raw))?;
     let ballot = state.queue.append(voter, &option.key).await?;

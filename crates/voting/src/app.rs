@@ -21,10 +21,10 @@ use std::sync::Arc;
 use ::http::header::{self, HeaderValue};
 use ::http::uri::PathAndQuery;
 use ::http::{Method, Request, StatusCode, Uri};
-use common::config::Config;
+use common::config::{Config, HttpConfig};
 use common::embed::Embed;
 use common::metrics::{self, Families};
-use common::web::{self, Limits, Resp};
+use common::web::{self, Resp};
 use hyper::body::Incoming;
 use servers::ChildStats;
 use tokio::net::TcpListener;
@@ -35,7 +35,7 @@ pub type ChildInfo = (&'static str, Arc<ChildStats>);
 /// The services, started and not yet serving.
 pub struct App {
     services: Arc<Services>,
-    limits: Limits,
+    http: HttpConfig,
 }
 
 /// The three services, each a [`common::embed::Embed`], and the supervised servers.
@@ -59,7 +59,7 @@ impl App {
         };
         Ok(App {
             services: Arc::new(services),
-            limits: Limits::from(&config.http),
+            http: config.http,
         })
     }
 
@@ -71,11 +71,11 @@ impl App {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let services = self.services;
-        let grace = self.limits.shutdown_grace;
+        let grace = self.http.shutdown_grace_ms.get();
         let handler = services.clone();
         let served = web::serve(
             listener,
-            self.limits,
+            self.http,
             move |req| handle(handler.clone(), req),
             shutdown,
         )

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use common::config::{Config, QueueConfig, WorkerConfig};
@@ -120,15 +120,12 @@ impl Worker {
             redis: Redis::new(&config.redis)?,
             // A worker paused mid-transaction would hold the tally rows' locks: its session ends
             // when its entries become claimable, so the claimant is not blocked behind it.
-            pg: common::pools::pg_pool(
-                &config.postgres,
-                Some(Duration::from_millis(config.worker.claim_idle_ms)),
-            )?,
+            pg: common::pools::pg_pool(&config.postgres, Some(config.worker.claim_idle_ms.get()))?,
             last_error: Mutex::new(None),
             schema_ready: AtomicBool::new(false),
         });
         Ok(Worker {
-            options: config.options(),
+            options: config.options().clone(),
             queue: config.queue.clone(),
             settings: config.worker.clone(),
             consumer,
@@ -175,7 +172,7 @@ impl Worker {
 
     async fn try_step(&mut self) -> anyhow::Result<StepOutcome> {
         self.try_connect().await?;
-        let batch = self.settings.batch_size;
+        let batch = self.settings.batch_size.get();
         let conn = self.conn.as_mut().expect("connected above");
         let mut outcome = StepOutcome::default();
         let now = Instant::now();
@@ -196,10 +193,10 @@ impl Worker {
             }
             Phase::Live if now >= self.next_claim => {
                 outcome.source = Source::Claimed;
-                let idle = Duration::from_millis(self.settings.claim_idle_ms);
+                let idle = self.settings.claim_idle_ms.get();
                 let (next, entries) = conn.autoclaim(idle, &self.claim_cursor, batch).await?;
                 if next == "0-0" {
-                    self.next_claim = now + Duration::from_millis(self.settings.claim_interval_ms);
+                    self.next_claim = now + self.settings.claim_interval_ms.get();
                 }
                 self.claim_cursor = next;
                 self.status.metrics.claimed.add(entries.len() as u64);
@@ -217,7 +214,7 @@ impl Worker {
                 if let Some(until) = self.linger_until.take() {
                     tokio::time::sleep_until(until.into()).await;
                 }
-                let block = Duration::from_millis(self.settings.block_ms);
+                let block = self.settings.block_ms.get();
                 conn.read_new(batch, Some(block)).await?
             }
         };
@@ -225,7 +222,7 @@ impl Worker {
         let prefetch = self.phase == Phase::Live && entries.len() == batch;
         // Votes are flowing, but not backlogged: let the next batch gather a few
         // milliseconds' worth, so that steady load costs fewer transactions.
-        let linger = Duration::from_millis(self.settings.linger_ms);
+        let linger = self.settings.linger_ms.get();
         if outcome.source == Source::New && entries.len() > 1 && !prefetch && !linger.is_zero() {
             self.linger_until = Some(Instant::now() + linger);
         }
@@ -268,7 +265,7 @@ impl Worker {
         let ballots = ballot::newest_per_voter(ballots);
         let conn = self.conn.as_mut().expect("connected");
         let rows = if prefetch {
-            let batch = self.settings.batch_size;
+            let batch = self.settings.batch_size.get();
             let (rows, next) = tokio::join!(
                 store::apply(&self.status.pg, &ballots),
                 conn.read_new(batch, None)
@@ -310,7 +307,7 @@ impl Worker {
             self.status.schema_ready.store(true, Ordering::Relaxed);
         }
         if self.conn.is_none() {
-            let block = Duration::from_millis(self.settings.block_ms);
+            let block = self.settings.block_ms.get();
             self.conn = Some(
                 StreamConn::connect(
                     self.status.redis.client(),

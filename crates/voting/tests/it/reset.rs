@@ -47,7 +47,7 @@ async fn reset(infra: &Infra, args: &[&str], input: &str) -> (bool, String, Stri
 async fn a_confirmed_reset_empties_the_poll_and_open_pages_see_it_at_once() {
     let infra = infra().await;
     let mut config = config(&infra);
-    config.result.poll_interval_ms = 3_600_000;
+    config.result.poll_interval_ms = common::config::Millis::ms(3_600_000);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(voting::run(config, listener, std::future::pending()));
