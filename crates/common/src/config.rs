@@ -41,22 +41,23 @@ pub const MAX_QUESTION_CHARS: usize = 200;
 /// The longest `public_url`, in bytes: it must fit a QR code that scans from afar.
 pub const MAX_PUBLIC_URL_BYTES: usize = 200;
 
-/// The deployable services; each has its own default listen address.
+/// The program reading the configuration (one per binary: the three services and the
+/// all-in-one `voting`): it picks the defaults, such as the listen address and the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
+pub enum Program {
     Vote,
     Result,
     Worker,
     Voting,
 }
 
-impl Service {
+impl Program {
     pub fn name(self) -> &'static str {
         match self {
-            Service::Vote => "vote",
-            Service::Result => "result",
-            Service::Worker => "worker",
-            Service::Voting => "voting",
+            Program::Vote => "vote",
+            Program::Result => "result",
+            Program::Worker => "worker",
+            Program::Voting => "voting",
         }
     }
 
@@ -67,18 +68,18 @@ impl Service {
     /// does all their work, gets one per core.
     pub fn default_threads(self) -> usize {
         match self {
-            Service::Voting => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Service::Vote | Service::Result | Service::Worker => 1,
+            Program::Voting => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Program::Vote | Program::Result | Program::Worker => 1,
         }
     }
 
     /// Distinct ports, so every service can run on one host at once.
     pub fn default_listen(self) -> SocketAddr {
         let port = match self {
-            Service::Voting => 8081,
-            Service::Vote => 8082,
-            Service::Result => 8083,
-            Service::Worker => 8084,
+            Program::Voting => 8081,
+            Program::Vote => 8082,
+            Program::Result => 8083,
+            Program::Worker => 8084,
         };
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -91,7 +92,7 @@ pub struct Config {
     /// Address of the service's HTTP listener (the worker's serves health and metrics only).
     pub listen: SocketAddr,
     /// Threads of the async runtime, at most [`MAX_THREADS`]; 0 chooses
-    /// ([`Service::default_threads`]).
+    /// ([`Program::default_threads`]).
     #[serde(deserialize_with = "threads")]
     pub threads: usize,
     pub redis: RedisConfig,
@@ -428,12 +429,12 @@ fn redis_key<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 impl Config {
     /// The built-in defaults for `service`.
-    pub fn defaults(service: Service) -> Config {
+    pub fn defaults(service: Program) -> Config {
         Config::defaults_on(service, DEFAULT_REDIS_PORT, DEFAULT_POSTGRES_PORT)
     }
 
     /// The built-in defaults, with the default URLs on these loopback ports.
-    fn defaults_on(service: Service, redis_port: u16, postgres_port: u16) -> Config {
+    fn defaults_on(service: Program, redis_port: u16, postgres_port: u16) -> Config {
         Config {
             listen: service.default_listen(),
             threads: 0,
@@ -503,7 +504,7 @@ impl Config {
     ///
     /// `REDIS_PORT` and `POSTGRES_PORT` (the variables docker-compose.yml and the native run
     /// publish the servers' ports with) set the ports of the default URLs.
-    pub fn figment(service: Service, file: Option<&Path>) -> Result<Figment, ConfigError> {
+    pub fn figment(service: Program, file: Option<&Path>) -> Result<Figment, ConfigError> {
         let redis_port = default_port("REDIS_PORT", DEFAULT_REDIS_PORT)?;
         let postgres_port = default_port("POSTGRES_PORT", DEFAULT_POSTGRES_PORT)?;
         let defaults = Config::defaults_on(service, redis_port, postgres_port);
@@ -537,7 +538,7 @@ impl Config {
 
     /// Reads the configuration the way a binary does: `file` (from `--config`, or else the
     /// path in `VOTING_CONFIG`) must exist when given.
-    pub fn load(service: Service, file: Option<PathBuf>) -> Result<Config, ConfigError> {
+    pub fn load(service: Program, file: Option<PathBuf>) -> Result<Config, ConfigError> {
         let file = file.or_else(|| std::env::var_os("VOTING_CONFIG").map(PathBuf::from));
         if let Some(path) = &file
             && !path.is_file()
@@ -785,7 +786,7 @@ impl Provider for Environment {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let types = Value::serialize(Config::defaults(Service::Voting))?;
+        let types = Value::serialize(Config::defaults(Program::Voting))?;
         let mut values = Dict::new();
         for (name, text) in std::env::vars_os() {
             let Some(key) = self.key_of(name.to_string_lossy().trim()) else {
@@ -895,7 +896,7 @@ mod tests {
     use figment::Jail;
 
     fn load(jail_file: Option<&str>) -> Result<Config, ConfigError> {
-        Config::from_figment(&Config::figment(Service::Vote, jail_file.map(Path::new))?)
+        Config::from_figment(&Config::figment(Program::Vote, jail_file.map(Path::new))?)
     }
 
     #[test]
@@ -963,10 +964,10 @@ mod tests {
     #[test]
     fn each_service_has_its_own_port() {
         let ports: Vec<u16> = [
-            Service::Voting,
-            Service::Vote,
-            Service::Result,
-            Service::Worker,
+            Program::Voting,
+            Program::Vote,
+            Program::Result,
+            Program::Worker,
         ]
         .iter()
         .map(|s| Config::defaults(*s).listen.port())
@@ -1320,10 +1321,10 @@ mod tests {
     fn threads_default_to_automatic() {
         Jail::expect_with(|jail| {
             assert_eq!(load(None).unwrap().threads, 0);
-            assert_eq!(Service::Vote.default_threads(), 1);
+            assert_eq!(Program::Vote.default_threads(), 1);
             // The one-process binary takes every core: it runs three services at once.
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            assert_eq!(Service::Voting.default_threads(), cores);
+            assert_eq!(Program::Voting.default_threads(), cores);
             jail.set_env("VOTING_THREADS", "4");
             assert_eq!(load(None).unwrap().threads, 4);
             jail.set_env("VOTING_THREADS", "1000");

@@ -15,7 +15,7 @@
 //! - [`nofile`]: the open-file limit: raised to the hard limit at start, logged, checked
 //!   against the configured caps, and shown in `/metrics`.
 //! - [`telemetry`]: tracing setup (text or JSON).
-//! - [`service`]: what every `main.rs` does (arguments, config, exit code 2, signals).
+//! - [`program`]: what every `main.rs` does (arguments, config, exit code 2, signals).
 //! - [`healthcheck`]: the `healthcheck [URL]` subcommand of every service binary, for
 //!   container images without a shell or curl.
 //! - [`backoff`]: capped exponential backoff for the retry loops, and [`backoff::Outage`],
@@ -33,9 +33,9 @@ pub mod healthcheck;
 pub mod metrics;
 pub mod nofile;
 pub mod pools;
+pub mod program;
 pub mod schema;
 pub mod secret;
-pub mod service;
 pub mod system;
 pub mod telemetry;
 pub mod web;

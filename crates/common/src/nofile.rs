@@ -11,7 +11,7 @@
 
 use std::io;
 
-use crate::config::{Config, Service};
+use crate::config::{Config, Program};
 use crate::metrics::{self, Registry};
 
 /// Descriptors kept aside for what is not a connection: standard streams, the runtime's
@@ -50,7 +50,7 @@ pub fn raise() -> io::Result<Limit> {
 /// What the configuration of `service` may hold open at once, term by term: `(what, count)`.
 /// Upgraded WebSockets leave `http.max_connections` (their connection's place frees at the
 /// upgrade), so result can hold both at once.
-pub fn needs(service: Service, config: &Config) -> Vec<(&'static str, u64)> {
+pub fn needs(service: Program, config: &Config) -> Vec<(&'static str, u64)> {
     let mut terms = vec![(
         "http.max_connections",
         config.http.max_connections.get() as u64,
@@ -61,14 +61,14 @@ pub fn needs(service: Service, config: &Config) -> Vec<(&'static str, u64)> {
         u64::from(config.postgres.pool_size.get()),
     );
     match service {
-        Service::Vote => terms.push(redis),
-        Service::Worker => terms.extend([redis, postgres]),
-        Service::Result => terms.extend([
+        Program::Vote => terms.push(redis),
+        Program::Worker => terms.extend([redis, postgres]),
+        Program::Result => terms.extend([
             ("result.max_sockets", config.result.max_sockets.get() as u64),
             postgres,
             ("the feed's connection", 1),
         ]),
-        Service::Voting => terms.extend([
+        Program::Voting => terms.extend([
             ("result.max_sockets", config.result.max_sockets.get() as u64),
             // vote's, worker's and result's pools, and the feed.
             (
@@ -106,7 +106,7 @@ pub fn shortfall(terms: &[(&str, u64)], soft: u64) -> Option<String> {
 }
 
 /// At start: raises the limit, logs it, and warns when `config`'s caps do not fit.
-pub fn raise_and_check(service: Service, config: &Config) {
+pub fn raise_and_check(service: Program, config: &Config) {
     let name = service.name();
     match raise() {
         Ok(limit) => {
@@ -161,8 +161,8 @@ mod tests {
 
     #[test]
     fn result_needs_its_sockets_and_connections() {
-        let config = Config::defaults(Service::Result);
-        let terms = needs(Service::Result, &config);
+        let config = Config::defaults(Program::Result);
+        let terms = needs(Program::Result, &config);
         let total: u64 = terms.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 10_000 + 20_000 + 4 + 1 + SPARE);
         let warning = shortfall(&terms, 1024).unwrap();
@@ -176,8 +176,8 @@ mod tests {
 
     #[test]
     fn vote_needs_no_sockets() {
-        let config = Config::defaults(Service::Vote);
-        let terms = needs(Service::Vote, &config);
+        let config = Config::defaults(Program::Vote);
+        let terms = needs(Program::Vote, &config);
         assert!(!terms.iter().any(|(what, _)| what.contains("max_sockets")));
         assert_eq!(
             terms.iter().map(|(_, n)| n).sum::<u64>(),

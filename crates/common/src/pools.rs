@@ -299,12 +299,12 @@ async fn within_ping_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Service};
+    use crate::config::{Config, Program};
 
     /// Nothing listens on port 1: a checkout times out, and says why, once.
     #[tokio::test]
     async fn a_pool_without_a_server_says_why_it_has_no_connection() {
-        let mut config = Config::defaults(Service::Vote);
+        let mut config = Config::defaults(Program::Vote);
         config.redis.url =
             crate::config::RedisUrl(crate::secret::SecretUrl::new("redis://127.0.0.1:1"));
         config.postgres.url = crate::config::PostgresUrl(crate::secret::SecretUrl::new(

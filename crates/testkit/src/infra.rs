@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::config::{Config, Service};
+use common::config::{Config, Program};
 use figment::Figment;
 use figment::providers::Serialized;
 
@@ -171,7 +171,7 @@ impl Infra {
     /// The configuration of `service` from the built-in defaults (nothing read from the
     /// environment), on `127.0.0.1:0`, pointed at this Redis and database, the worker blocking
     /// 50 ms per read; `tweak` may merge more keys.
-    pub fn config(&self, service: Service, tweak: impl FnOnce(Figment) -> Figment) -> Config {
+    pub fn config(&self, service: Program, tweak: impl FnOnce(Figment) -> Figment) -> Config {
         let mut figment = Figment::from(Serialized::defaults(Config::defaults(service)))
             .merge(("listen", "127.0.0.1:0"))
             .merge(("worker.block_ms", 50));

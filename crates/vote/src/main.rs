@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use common::config::Service;
+use common::config::Program;
 
 fn main() -> ExitCode {
-    common::service::main(Service::Vote, vote::run)
+    common::program::main(Program::Vote, vote::run)
 }

@@ -168,10 +168,10 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::config::Service;
+    use common::config::Program;
 
     fn queue(max_backlog: u64) -> Queue {
-        let mut config = Config::defaults(Service::Vote);
+        let mut config = Config::defaults(Program::Vote);
         config.queue.max_backlog = max_backlog.try_into().expect("a test backlog is not zero");
         Queue::new(&config).expect("a queue builds without connecting")
     }

@@ -4,11 +4,11 @@
 
 use std::process::ExitCode;
 
-use common::config::Service;
+use common::config::Program;
 
 fn main() -> ExitCode {
-    common::service::main_with_tools(
-        Service::Voting,
+    common::program::main_with_tools(
+        Program::Voting,
         voting::tools::TOOLS,
         voting::preflight,
         voting::run_supervised,

@@ -275,7 +275,7 @@ mod tests {
             Path::new("/srv/my votes&co/postgres/.s.PGSQL.5432")
         );
         // The URLs pass the configuration's checks and print as they are.
-        let mut config = Config::defaults(common::config::Service::Voting);
+        let mut config = Config::defaults(common::config::Program::Voting);
         config = Plan {
             redis: Some(redis),
             postgres: Some(pg),
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_named_url_is_never_started() {
-        let mut config = Config::defaults(common::config::Service::Voting);
+        let mut config = Config::defaults(common::config::Program::Voting);
         config.named.redis_url = true;
         config.named.postgres_url = true;
         assert!(plan(&config).unwrap().is_empty());
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn nothing_to_start_without_supervision() {
-        let mut config = Config::defaults(common::config::Service::Voting);
+        let mut config = Config::defaults(common::config::Program::Voting);
         config.voting.supervise = false;
         assert!(plan(&config).unwrap().is_empty());
     }

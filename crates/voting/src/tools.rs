@@ -13,9 +13,9 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use common::config::{Config, PostgresUrl, RedisUrl, Service};
+use common::config::{Config, PostgresUrl, Program, RedisUrl};
+use common::program::Tool;
 use common::secret::SecretUrl;
-use common::service::Tool;
 use common::system;
 
 use crate::daemons;
@@ -41,7 +41,7 @@ pub const TOOLS: &[Tool] = &[
 ];
 
 fn reset(config: &Config, args: Vec<String>) -> ExitCode {
-    worker::reset::with_servers(Service::Voting, Some(config), args, servers)
+    worker::reset::with_servers(Program::Voting, Some(config), args, servers)
 }
 
 /// `config` with the URLs of the servers `voting` uses: for each one it starts (supervision
@@ -198,7 +198,7 @@ mod tests {
     use super::*;
 
     fn config(data_dir: &str) -> Config {
-        let mut config = Config::defaults(Service::Voting);
+        let mut config = Config::defaults(Program::Voting);
         config.voting.data_dir = data_dir.into();
         config
     }

@@ -4,11 +4,11 @@
 
 use std::process::ExitCode;
 
-use common::config::Service;
+use common::config::Program;
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("reset") {
-        return worker::reset::main(Service::Worker, std::env::args().skip(2));
+        return worker::reset::main(Program::Worker, std::env::args().skip(2));
     }
-    common::service::main(Service::Worker, worker::run)
+    common::program::main(Program::Worker, worker::run)
 }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use common::config::{Config, Service};
-use common::service::EXIT_CONFIG;
+use common::config::{Config, Program};
+use common::program::EXIT_CONFIG;
 
 /// What the confirmation prompt wants typed.
 pub const CONFIRMATION: &str = "reset";
@@ -52,7 +52,7 @@ pub struct Found {
 }
 
 /// `<service> reset [--yes] [--config PATH]`: `args` are the arguments after `reset`.
-pub fn main(service: Service, args: impl IntoIterator<Item = String>) -> ExitCode {
+pub fn main(service: Program, args: impl IntoIterator<Item = String>) -> ExitCode {
     with_servers(service, None, args, Ok)
 }
 
@@ -60,14 +60,14 @@ pub fn main(service: Service, args: impl IntoIterator<Item = String>) -> ExitCod
 /// `--config` follows `reset`) and that knows better where its servers are: `servers` turns
 /// the configuration into the one to reset with (`voting` points it at its own sockets).
 pub fn with_servers(
-    service: Service,
+    service: Program,
     loaded: Option<&Config>,
     args: impl IntoIterator<Item = String>,
     servers: impl FnOnce(Config) -> Result<Config, String>,
 ) -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let name = match service {
-        Service::Voting => "voting reset",
+        Program::Voting => "voting reset",
         _ => "worker reset",
     };
     let args = std::iter::once(name.to_string()).chain(args);

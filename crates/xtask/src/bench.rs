@@ -18,7 +18,7 @@ use crate::load::{self, Load, WrkMode};
 use crate::machine;
 use crate::markdown::{Row, ms, thousands};
 use crate::scale;
-use crate::stack::{self, Service, Stack};
+use crate::stack::{self, Instance, Stack};
 
 /// Connections of the load runs: the 64.
 const CONNECTIONS: usize = 64;
@@ -69,9 +69,9 @@ struct Run<'a> {
 
 /// The split services behind Nginx, and the reference Nginx.
 struct Split {
-    vote: Service,
-    worker: Service,
-    result: Service,
+    vote: Instance,
+    worker: Instance,
+    result: Instance,
     nginx: testkit::Nginx,
     reference: testkit::Nginx,
     _upstream: stack::Proc,
@@ -158,7 +158,7 @@ impl Run<'_> {
             self.drain().await?;
         }
         self.redis_costs().await?;
-        let cpu = |s: &Service| machine::cpu_seconds(s.proc.pid());
+        let cpu = |s: &Instance| machine::cpu_seconds(s.proc.pid());
         eprintln!(
             "bench: CPU seconds used: vote {:.1}, worker {:.1}, result {:.1}",
             cpu(&split.vote),

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::load::{self, Load};
-use crate::stack::{Service, Stack};
+use crate::stack::{Instance, Stack};
 
 /// What the scenario showed.
 #[derive(Debug)]
@@ -106,8 +106,8 @@ pub async fn run(
     duration: Duration,
 ) -> anyhow::Result<Scale> {
     let proxied = || vec![("VOTING_HTTP__TRUST_PROXY", "true".to_string())];
-    let mut votes: Vec<Service> = Vec::new();
-    let mut results: Vec<Service> = Vec::new();
+    let mut votes: Vec<Instance> = Vec::new();
+    let mut results: Vec<Instance> = Vec::new();
     for i in 0..replicas {
         votes.push(
             stack
@@ -120,7 +120,7 @@ pub async fn run(
                 .await?,
         );
     }
-    let addrs = |list: &[Service]| list.iter().map(|s| s.addr).collect::<Vec<SocketAddr>>();
+    let addrs = |list: &[Instance]| list.iter().map(|s| s.addr).collect::<Vec<SocketAddr>>();
     let mut nginx = testkit::Nginx::start_many(&addrs(&votes), &addrs(&results))?;
 
     let counters = Arc::new(Counters::default());

@@ -66,7 +66,7 @@ impl Drop for Proc {
 }
 
 /// A service binary that answered `/readyz`.
-pub struct Service {
+pub struct Instance {
     pub proc: Proc,
     pub addr: SocketAddr,
 }
@@ -129,7 +129,7 @@ impl Stack {
 
     /// Starts the release binary `name` (vote, worker, result or voting) on a free port and
     /// waits until its `/readyz` answers 200.
-    pub async fn service(&self, name: &str, env: &[(&str, String)]) -> anyhow::Result<Service> {
+    pub async fn service(&self, name: &str, env: &[(&str, String)]) -> anyhow::Result<Instance> {
         self.service_as(name, name, env).await
     }
 
@@ -139,7 +139,7 @@ impl Stack {
         name: &str,
         label: &str,
         env: &[(&str, String)],
-    ) -> anyhow::Result<Service> {
+    ) -> anyhow::Result<Instance> {
         let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
         let mut all = vec![
             ("VOTING_LISTEN", addr.to_string()),
@@ -151,7 +151,7 @@ impl Stack {
         all.extend(env.iter().cloned());
         let mut proc = self.spawn(label, &self.bin.join(name), &[], &all)?;
         wait_ready(&mut proc, addr).await?;
-        Ok(Service { proc, addr })
+        Ok(Instance { proc, addr })
     }
 
     /// Starts the trivial upstream (this program's `upstream` command) on a free port.

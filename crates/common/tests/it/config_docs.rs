@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::config::{Config, Service};
+use common::config::{Config, Program};
 
 /// The rows of the table: `(keys, environment variables, default)`, each cell's backticked
 /// names.
@@ -37,7 +37,7 @@ fn rows() -> Vec<(Vec<String>, Vec<String>, String)> {
 
 /// Every key of `Config`, dotted (`redis.url`), as serde sees it.
 fn code_keys() -> BTreeSet<String> {
-    let mut config = Config::defaults(Service::Voting);
+    let mut config = Config::defaults(Program::Voting);
     // Absent unless set: give them a value so that they are listed too.
     config.option_a = Some(String::new());
     config.option_b = Some(String::new());
@@ -105,10 +105,10 @@ fn the_default_listen_addresses_are_the_codes() {
         .find(|(keys, ..)| keys == &["listen"])
         .expect("a row for listen");
     for service in [
-        Service::Voting,
-        Service::Vote,
-        Service::Result,
-        Service::Worker,
+        Program::Voting,
+        Program::Vote,
+        Program::Result,
+        Program::Worker,
     ] {
         let said = format!("{} `{}`", service.name(), service.default_listen());
         assert!(

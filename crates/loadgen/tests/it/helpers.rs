@@ -1,7 +1,7 @@
 //! The harness: a vote service (and optionally a worker) in-process on port 0, over testkit's
 //! throwaway Redis (and PostgreSQL database); and loadgen runs through the library entry.
 
-use common::config::Service;
+use common::config::Program;
 use loadgen::{Command, Report};
 use testkit::{App, Infra};
 
@@ -32,12 +32,12 @@ impl Stack {
     }
 
     pub async fn start_worker(&mut self) {
-        let config = self.infra.config(Service::Worker, |f| f);
+        let config = self.infra.config(Program::Worker, |f| f);
         self._worker = Some(App::spawn(worker::run, config, None).await);
     }
 
     async fn on(infra: Infra) -> Stack {
-        let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+        let vote = App::spawn(vote::run, infra.config(Program::Vote, |f| f), None).await;
         Stack {
             infra,
             vote,

@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use common::config::{Config, Service};
+use common::config::{Config, Program};
 use figment::Figment;
 use testkit::eventually;
 use testkit::story::{self, Screenshots, click, live, row, until_marked};
@@ -54,15 +54,15 @@ impl Stack {
         let infra = Infra::database().await.with_schema().await.with_redis();
         let vote = App::spawn(
             vote::run,
-            infra.config(Service::Vote, |f| tweak(behind_nginx(f))),
+            infra.config(Program::Vote, |f| tweak(behind_nginx(f))),
             None,
         )
         .await;
-        let result_config = infra.config(Service::Result, |f| tweak(behind_nginx(f)));
+        let result_config = infra.config(Program::Result, |f| tweak(behind_nginx(f)));
         let result = App::spawn(result::run, result_config.clone(), None).await;
         let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
         tokio::spawn(worker::run(
-            infra.config(Service::Worker, |f| f),
+            infra.config(Program::Worker, |f| f),
             health,
             std::future::pending(),
         ));

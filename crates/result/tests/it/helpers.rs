@@ -2,13 +2,13 @@
 //! when the vote service and the worker take part), the result service on `127.0.0.1:0`, and
 //! a real WebSocket client; plus what only these tests need.
 
-use common::config::Service;
+use common::config::Program;
 use figment::Figment;
 pub use testkit::{App, DEADLINE, Infra, Received, Socket, eventually, voter};
 
 /// Starts the result service against `infra`, with `tweak` merged into its configuration.
 pub async fn spawn_result(infra: &Infra, tweak: impl FnOnce(Figment) -> Figment) -> App {
-    App::spawn(result::run, infra.config(Service::Result, tweak), None).await
+    App::spawn(result::run, infra.config(Program::Result, tweak), None).await
 }
 
 /// Records `voter`'s vote for `key` as the worker does: upsert, `NOTIFY`, one commit.
@@ -28,7 +28,7 @@ pub async fn cast(infra: &Infra, voter: &str, key: &str) {
 
 /// A worker on `infra` (stepped by the test).
 pub fn worker(infra: &Infra, tweak: impl FnOnce(Figment) -> Figment) -> worker::Worker {
-    let config = infra.config(Service::Worker, |f| {
+    let config = infra.config(Program::Worker, |f| {
         tweak(f.merge(("worker.consumer", "test-worker")))
     });
     worker::Worker::new(&config).expect("the worker builds")

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use common::config::Service;
+use common::config::Program;
 use hyper::{Method, StatusCode};
 use testkit::http::send;
 
@@ -13,7 +13,7 @@ use crate::helpers::{App, Infra, drain, spawn_result, voter, worker};
 async fn a_vote_reaches_an_open_socket_and_the_page() {
     let infra = Infra::database().await.with_schema().await.with_redis();
     let app = spawn_result(&infra, |f| f).await;
-    let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+    let vote = App::spawn(vote::run, infra.config(Program::Vote, |f| f), None).await;
     let mut worker = worker(&infra, |f| f);
 
     let mut socket = app.socket().await;
@@ -107,14 +107,14 @@ async fn result_uses_the_same_options_as_vote() {
         { "key": "coffee", "label": "Coffee" },
         { "key": "mate", "label": "Mate" },
     ]);
-    let result_config = infra.config(Service::Result, |f| f.merge(("options", options.clone())));
-    let vote_config = infra.config(Service::Vote, |f| f.merge(("options", options.clone())));
+    let result_config = infra.config(Program::Result, |f| f.merge(("options", options.clone())));
+    let vote_config = infra.config(Program::Vote, |f| f.merge(("options", options.clone())));
     assert_eq!(result_config.options(), vote_config.options());
 
     let app = App::spawn(result::run, result_config, None).await;
     let vote = App::spawn(
         vote::run,
-        infra.config(Service::Vote, |f| f.merge(("options", options.clone()))),
+        infra.config(Program::Vote, |f| f.merge(("options", options.clone()))),
         None,
     )
     .await;

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::config::Service;
+use common::config::Program;
 use figment::Figment;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::combinators::BoxBody;
@@ -41,7 +41,7 @@ pub type Entry = (String, String, String);
 /// Starts the service with the defaults, the test Redis, then `customize` on top.
 pub async fn spawn_app(customize: impl FnOnce(Figment) -> Figment) -> TestApp {
     let infra = Infra::redis_only();
-    let service = App::spawn(vote::run, infra.config(Service::Vote, customize), None).await;
+    let service = App::spawn(vote::run, infra.config(Program::Vote, customize), None).await;
     TestApp {
         addr: service.addr,
         infra,

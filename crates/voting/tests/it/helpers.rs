@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::config::{Config, Service};
+use common::config::{Config, Program};
 use hyper::Method;
 use testkit::http::Answer;
 pub use testkit::{App, Infra, Socket, Tally, eventually};
@@ -29,7 +29,7 @@ pub async fn infra() -> Infra {
 
 /// The all-in-one configuration against `infra`, its servers not supervised.
 pub fn config(infra: &Infra) -> Config {
-    infra.config(Service::Voting, |f| f.merge(("voting.supervise", false)))
+    infra.config(Program::Voting, |f| f.merge(("voting.supervise", false)))
 }
 
 /// `voting::run` in this process.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::config::Service;
+use common::config::Program;
 use hyper::StatusCode;
 use loadgen::Report;
 use tokio::net::TcpListener;
@@ -84,11 +84,11 @@ impl Cluster {
                 .expect("a temp dir for the worker logs"),
         };
         for _ in 0..votes {
-            let addr = cluster.serve(Service::Vote).await;
+            let addr = cluster.serve(Program::Vote).await;
             cluster.votes.push(addr);
         }
         for _ in 0..results {
-            let addr = cluster.serve(Service::Result).await;
+            let addr = cluster.serve(Program::Result).await;
             cluster.results.push(addr);
         }
         for n in 1..=workers {
@@ -97,7 +97,7 @@ impl Cluster {
         cluster
     }
 
-    async fn serve(&mut self, service: Service) -> SocketAddr {
+    async fn serve(&mut self, service: Program) -> SocketAddr {
         let config = config(&self.infra, service, "", |f| f);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("bound address");
@@ -107,8 +107,8 @@ impl Cluster {
             let _ = rx.await;
         };
         match service {
-            Service::Vote => drop(tokio::spawn(vote::run(config, listener, stop))),
-            Service::Result => drop(tokio::spawn(result::run(config, listener, stop))),
+            Program::Vote => drop(tokio::spawn(vote::run(config, listener, stop))),
+            Program::Result => drop(tokio::spawn(result::run(config, listener, stop))),
             other => panic!("{other:?} is not served in process here"),
         }
         addr

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use common::config::Service;
+use common::config::Program;
 use hyper::{Method, StatusCode};
 use testkit::App;
 use testkit::http::{Answer, send};
@@ -36,7 +36,7 @@ async fn json_vote(addr: SocketAddr, vote: &str, cookie: &str) -> Answer {
 #[tokio::test]
 async fn form_and_json_votes_each_land_once_and_a_revote_moves_the_row() {
     let infra = infra().await;
-    let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+    let vote = App::spawn(vote::run, infra.config(Program::Vote, |f| f), None).await;
     let addr = vote.addr;
     let mut worker = worker(&infra, "w");
 
@@ -73,7 +73,7 @@ async fn form_and_json_votes_each_land_once_and_a_revote_moves_the_row() {
 #[tokio::test]
 async fn many_voters_at_once_all_land() {
     let infra = infra().await;
-    let vote = App::spawn(vote::run, infra.config(Service::Vote, |f| f), None).await;
+    let vote = App::spawn(vote::run, infra.config(Program::Vote, |f| f), None).await;
     let addr = vote.addr;
     let mut worker = worker(&infra, "w");
     let answers = futures_join((0..40).map(|n| async move {

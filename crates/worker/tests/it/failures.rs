@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::config::Service;
+use common::config::Program;
 use hyper::StatusCode;
 
 use crate::helpers::{
@@ -14,7 +14,7 @@ use crate::helpers::{
 #[tokio::test]
 async fn postgres_down_keeps_votes_queued_then_resumes() {
     let mut infra = own_infra().await;
-    let config = config(&infra, Service::Worker, "w", |f| f);
+    let config = config(&infra, Program::Worker, "w", |f| f);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -117,7 +117,7 @@ async fn redis_down_is_retried_and_nothing_is_lost() {
 #[tokio::test]
 async fn schema_migration_is_idempotent_and_concurrent() {
     let infra = infra().await;
-    let config = config(&infra, Service::Worker, "w", |f| f);
+    let config = config(&infra, Program::Worker, "w", |f| f);
     let runs = (0..4).map(|_| {
         let pg = config.postgres.clone();
         tokio::spawn(async move {

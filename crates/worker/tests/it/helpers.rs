@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use common::config::{Config, Service};
+use common::config::{Config, Program};
 use figment::Figment;
 pub use testkit::{Infra, eventually, voter};
 
@@ -21,7 +21,7 @@ pub async fn own_infra() -> Infra {
 /// A configuration of `service` whose worker is named `consumer`; `tweak` may merge more keys.
 pub fn config(
     infra: &Infra,
-    service: Service,
+    service: Program,
     consumer: &str,
     tweak: impl FnOnce(Figment) -> Figment,
 ) -> Config {
@@ -35,7 +35,7 @@ pub fn config(
 }
 
 pub fn worker(infra: &Infra, consumer: &str) -> worker::Worker {
-    worker::Worker::new(&config(infra, Service::Worker, consumer, |f| f)).expect("worker builds")
+    worker::Worker::new(&config(infra, Program::Worker, consumer, |f| f)).expect("worker builds")
 }
 
 /// `votes` as voter -> vote.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::config::Service;
+use common::config::Program;
 use worker::step::Source;
 
 use crate::helpers::{
@@ -61,7 +61,7 @@ async fn a_committed_batch_replayed_changes_nothing() {
         ballot(1, "b", &xrange_last_id(&infra, &voter(1)).await),
         ballot(2, "b", &e2),
     ];
-    let pool = common::pools::pg_pool(&config(&infra, Service::Worker, "x", |f| f).postgres, None)
+    let pool = common::pools::pg_pool(&config(&infra, Program::Worker, "x", |f| f).postgres, None)
         .unwrap();
     assert_eq!(worker::store::apply(&pool, &ballots).await.unwrap(), 2);
     let committed = (votes_table(&infra).await, tallies_checked(&infra).await);
@@ -186,7 +186,7 @@ async fn entries_of_a_dead_consumer_are_claimed() {
 
     // The same consumer restarted with a short claim_idle_ms: once the entries have been idle
     // that long, a claim step applies them.
-    let config = config(&infra, Service::Worker, "survivor", |f| {
+    let config = config(&infra, Program::Worker, "survivor", |f| {
         f.merge(("worker.claim_idle_ms", 100))
     });
     let survivor = worker::Worker::new(&config).unwrap();
@@ -336,7 +336,7 @@ async fn the_original_apps_list_keeps_each_voters_last_vote_across_batches() {
         pipe.query_async::<()>(&mut redis).await.unwrap();
     }
     let one_by_one = |f: figment::Figment| f.merge(("worker.batch_size", 1));
-    let mut w = worker::Worker::new(&config(&infra, Service::Worker, "w", one_by_one)).unwrap();
+    let mut w = worker::Worker::new(&config(&infra, Program::Worker, "w", one_by_one)).unwrap();
     assert_eq!(
         drain(&mut w).await,
         4_000,
@@ -384,8 +384,8 @@ async fn two_workers_draining_at_once_never_double_count() {
         pipe.query_async::<()>(&mut redis).await.unwrap();
     }
     let small = |f: figment::Figment| f.merge(("worker.batch_size", 64));
-    let mut one = worker::Worker::new(&config(&infra, Service::Worker, "one", small)).unwrap();
-    let mut two = worker::Worker::new(&config(&infra, Service::Worker, "two", small)).unwrap();
+    let mut one = worker::Worker::new(&config(&infra, Program::Worker, "one", small)).unwrap();
+    let mut two = worker::Worker::new(&config(&infra, Program::Worker, "two", small)).unwrap();
     let (a, b) = tokio::join!(drain(&mut one), drain(&mut two));
     assert_eq!(a + b, 3000, "every entry is taken exactly once");
     assert!(a > 0 && b > 0, "both workers took part ({a} and {b})");

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Service};
+use crate::config::{Config, Program};
 
 /// Exit code for a bad command line or configuration.
 pub const EXIT_CONFIG: u8 = 2;
@@ -74,12 +74,12 @@ fn absolute_url(s: &str) -> Result<String, String> {
 }
 
 /// What each binary says it is, for `--help`.
-fn about(service: Service) -> &'static str {
+fn about(service: Program) -> &'static str {
     match service {
-        Service::Vote => "The voting page and API: queues each vote in the Redis stream.",
-        Service::Result => "The live results page: tallies from PostgreSQL, pushed over WebSocket.",
-        Service::Worker => "Moves votes from the Redis stream into PostgreSQL.",
-        Service::Voting => {
+        Program::Vote => "The voting page and API: queues each vote in the Redis stream.",
+        Program::Result => "The live results page: tallies from PostgreSQL, pushed over WebSocket.",
+        Program::Worker => "Moves votes from the Redis stream into PostgreSQL.",
+        Program::Voting => {
             "The whole voting app in one process: vote, result and worker, with its own private \
              Redis and PostgreSQL (Unix sockets in its data directory) unless redis.url or \
              postgres.url names one."
@@ -95,7 +95,7 @@ impl Args {
     /// Parses a command line (without the program name). `Err` carries what to print and
     /// the exit code: 0 for `--help` and `--version`, 2 for a bad command line.
     pub fn parse_for(
-        service: Service,
+        service: Program,
         args: impl IntoIterator<Item = String>,
     ) -> Result<Args, (String, u8)> {
         Args::parse_with_tools(service, &[], args)
@@ -103,7 +103,7 @@ impl Args {
 
     /// [`Args::parse_for`] with the subcommands of `tools`.
     pub fn parse_with_tools(
-        service: Service,
+        service: Program,
         tools: &[Tool],
         args: impl IntoIterator<Item = String>,
     ) -> Result<Args, (String, u8)> {
@@ -170,13 +170,13 @@ impl Args {
 
     /// [`Args::parse_for`] for tests and tools: the message of a bad command line.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-        Args::parse_for(Service::Vote, args).map_err(|(message, _)| message)
+        Args::parse_for(Program::Vote, args).map_err(|(message, _)| message)
     }
 }
 
 /// Runs `service` the way its binary does. `run` gets the checked configuration, the bound
 /// listener and a future that completes on SIGTERM or ctrl-c.
-pub fn main<F, Fut>(service: Service, run: F) -> ExitCode
+pub fn main<F, Fut>(service: Program, run: F) -> ExitCode
 where
     F: FnOnce(Config, TcpListener, ShutdownSignal) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -191,7 +191,7 @@ where
 /// Like [`main`], with a check between reading the configuration and logging or binding
 /// anything: `prepare` looks at the configuration and the machine, and what it finds is handed
 /// to `run`. Its error, one line, is printed alone and stops the binary with exit code 1.
-pub fn main_with<P, T, F, Fut>(service: Service, prepare: P, run: F) -> ExitCode
+pub fn main_with<P, T, F, Fut>(service: Program, prepare: P, run: F) -> ExitCode
 where
     P: FnOnce(&Config) -> Result<T, String>,
     F: FnOnce(Config, T, TcpListener, ShutdownSignal) -> Fut,
@@ -203,7 +203,7 @@ where
 /// Like [`main_with`], with the subcommands of `tools`: one given on the command line runs
 /// with the loaded configuration instead of the service, and its exit code is the binary's.
 pub fn main_with_tools<P, T, F, Fut>(
-    service: Service,
+    service: Program,
     tools: &[Tool],
     prepare: P,
     run: F,
@@ -280,7 +280,7 @@ where
 /// `healthcheck [URL]`: exit code 0 when the URL (by default `/readyz` on the configured
 /// `listen` port) answers `200`, else 1, whatever went wrong (a configuration that cannot be
 /// read included: Docker reserves exit code 2 of a health check).
-fn healthcheck(service: Service, config: Option<PathBuf>, url: Option<String>) -> ExitCode {
+fn healthcheck(service: Program, config: Option<PathBuf>, url: Option<String>) -> ExitCode {
     let url = match url {
         Some(url) => url,
         None => match Config::load(service, config) {
@@ -366,7 +366,7 @@ mod tests {
             run,
         }];
         let parse = |list: &[&str]| {
-            Args::parse_with_tools(Service::Voting, &tools, list.iter().map(|s| s.to_string()))
+            Args::parse_with_tools(Program::Voting, &tools, list.iter().map(|s| s.to_string()))
         };
         let args = parse(&["--config", "v.toml", "psql", "-c", "SELECT 1", "--help"]).unwrap();
         assert_eq!(args.config, Some("v.toml".into()));
@@ -389,20 +389,20 @@ mod tests {
             "{help}"
         );
         // Other binaries do not have it.
-        assert!(args_of(Service::Vote, &["psql"]).is_err());
+        assert!(args_of(Program::Vote, &["psql"]).is_err());
     }
 
-    fn args_of(service: Service, list: &[&str]) -> Result<Args, (String, u8)> {
+    fn args_of(service: Program, list: &[&str]) -> Result<Args, (String, u8)> {
         Args::parse_for(service, list.iter().map(|s| s.to_string()))
     }
 
     #[test]
     fn help_and_version_exit_0_and_say_what_each_binary_is() {
         for service in [
-            Service::Vote,
-            Service::Result,
-            Service::Worker,
-            Service::Voting,
+            Program::Vote,
+            Program::Result,
+            Program::Worker,
+            Program::Voting,
         ] {
             let (help, code) = Args::parse_for(service, ["--help".to_string()]).unwrap_err();
             assert_eq!(code, 0, "{help}");
@@ -419,7 +419,7 @@ mod tests {
                 format!("{} {}", service.name(), env!("CARGO_PKG_VERSION"))
             );
         }
-        let (_, code) = Args::parse_for(Service::Worker, ["--nope".to_string()]).unwrap_err();
+        let (_, code) = Args::parse_for(Program::Worker, ["--nope".to_string()]).unwrap_err();
         assert_eq!(code, EXIT_CONFIG);
     }
 }
