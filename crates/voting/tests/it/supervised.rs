@@ -35,6 +35,15 @@ async fn ready(binary: &mut Binary, port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Starts `voting` on `data_dir` and waits until it serves; returns it, its address and the
+/// URL of its own Redis.
+async fn start(data_dir: &Path, log: &Path) -> (Binary, std::net::SocketAddr, String) {
+    let (env, port, redis_url) = settings(data_dir);
+    let mut binary = Binary::spawn(&env, log);
+    let addr = ready(&mut binary, port).await;
+    (binary, addr, redis_url)
+}
+
 /// Votes as a new voter until the vote is queued (Redis may be coming back).
 async fn vote_until_queued(addr: std::net::SocketAddr, key: &str) {
     eventually(DEADLINE, "a vote is queued", || async {
@@ -53,9 +62,7 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     let cluster = data_dir.join("postgres");
 
     // First run: initdb, both servers, a vote.
-    let (env, port, redis_url) = settings(&data_dir);
-    let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
-    let addr = ready(&mut binary, port).await;
+    let (mut binary, addr, redis_url) = start(&data_dir, &dir.path().join("first.log")).await;
     assert!(
         cluster.join("PG_VERSION").is_file(),
         "initdb ran in the data dir"
@@ -136,9 +143,7 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
     drop(binary);
 
     // Second run on the same data directory: the votes are still there.
-    let (env, port, redis_url) = settings(&data_dir);
-    let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
-    let addr = ready(&mut binary, port).await;
+    let (mut binary, addr, redis_url) = start(&data_dir, &dir.path().join("second.log")).await;
     let tally = Tally::when(addr, TALLY, DEADLINE, "the earlier votes", |t| {
         t.total == 2 && !t.stale
     })
@@ -513,9 +518,7 @@ async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
     let data_dir = dir.path().join("data");
     let cluster = data_dir.join("postgres");
 
-    let (env, port, redis_url) = settings(&data_dir);
-    let mut binary = Binary::spawn(&env, &dir.path().join("first.log"));
-    let addr = ready(&mut binary, port).await;
+    let (mut binary, addr, redis_url) = start(&data_dir, &dir.path().join("first.log")).await;
     vote_until_queued(addr, "a").await;
     Tally::when(addr, TALLY, DEADLINE, "the vote counted", |t| {
         t.total == 1 && !t.stale
@@ -531,9 +534,7 @@ async fn after_a_sigkill_the_next_start_replaces_the_servers_left_behind() {
     );
     drop(binary);
 
-    let (env, port, redis_url) = settings(&data_dir);
-    let mut binary = Binary::spawn(&env, &dir.path().join("second.log"));
-    let addr = ready(&mut binary, port).await;
+    let (mut binary, addr, redis_url) = start(&data_dir, &dir.path().join("second.log")).await;
     let tally = Tally::when(addr, TALLY, DEADLINE, "the earlier vote", |t| {
         t.total == 1 && !t.stale
     })
