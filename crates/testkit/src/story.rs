@@ -204,6 +204,14 @@ pub async fn live(client: &Client) -> bool {
         .is_some_and(|(state, text)| state == "live" && text == "Live")
 }
 
+/// Waits until the results page in `client` says Live; `what` names the wait in a failure.
+pub async fn until_live(client: &Client, what: &str) {
+    eventually(DEADLINE, what, || async {
+        live(client).await.then_some(())
+    })
+    .await;
+}
+
 /// Opens `/` (it is the voting page), votes Cats, and sees it marked; a second window on
 /// `/result/` counts the vote, live; voting Dogs from the first window moves the second
 /// window's bars without a reload. The app starts with no votes.
@@ -333,10 +341,7 @@ pub async fn reconnecting(
             browser.goto(&format!("{base}/result/")).await.unwrap();
             pages.add("result", &browser).await;
             let results_window = browser.window().await.unwrap();
-            eventually(DEADLINE, "the results page is live", || async {
-                live(&browser).await.then_some(())
-            })
-            .await;
+            until_live(&browser, "the results page is live").await;
 
             stop.await;
             eventually(

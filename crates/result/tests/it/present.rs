@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde_json::json;
 use testkit::BrowserOptions;
 use testkit::eventually;
-use testkit::story::{self, Pages, live, text};
+use testkit::story::{self, Pages, text};
 
 use crate::e2e::{Stack, shots};
 use crate::helpers::{Infra, spawn_result};
@@ -55,10 +55,7 @@ async fn the_qr_code_of_a_projected_screenshot_opens_the_voting_page() {
                 .await
                 .unwrap();
             pages.add("result", &browser).await;
-            eventually(story::DEADLINE, "the results page is live", || async {
-                live(&browser).await.then_some(())
-            })
-            .await;
+            story::until_live(&browser, "the results page is live").await;
             let png = browser.client().screenshot().await.unwrap();
             let path = screenshot_dir().join("result-1920x1080.png");
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -144,10 +141,7 @@ async fn two_to_ten_options_fit_one_screen_and_one_phone() {
                 .goto(&format!("http://{}/", app.addr))
                 .await
                 .unwrap();
-            eventually(story::DEADLINE, "the page is live", || async {
-                live(&browser).await.then_some(())
-            })
-            .await;
+            story::until_live(&browser, "the page is live").await;
             let png = browser.client().screenshot().await.unwrap();
             let path = screenshot_dir().join(format!("fit-{n}-{width}x{height}.png"));
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -207,10 +201,7 @@ async fn live_updates_group_thousands_and_add_up_to_100() {
         .goto(&format!("http://{}/", app.addr))
         .await
         .unwrap();
-    eventually(story::DEADLINE, "the page is live", || async {
-        live(&browser).await.then_some(())
-    })
-    .await;
+    story::until_live(&browser, "the page is live").await;
     assert_eq!(
         text(&browser, "#total").await.as_deref(),
         Some("No votes yet")
@@ -262,10 +253,7 @@ async fn one_status_line_says_stale_never_live_and_stale_at_once() {
         .goto(&format!("http://{}/", app.addr))
         .await
         .unwrap();
-    eventually(story::DEADLINE, "the page is live", || async {
-        live(&browser).await.then_some(())
-    })
-    .await;
+    story::until_live(&browser, "the page is live").await;
 
     tokio::task::block_in_place(|| infra.server().stop_immediate()).expect("PostgreSQL stops");
     eventually(
@@ -292,10 +280,7 @@ async fn one_status_line_says_stale_never_live_and_stale_at_once() {
     );
 
     tokio::task::block_in_place(|| infra.server().start_again()).expect("PostgreSQL starts again");
-    eventually(story::DEADLINE, "the page is live again", || async {
-        live(&browser).await.then_some(())
-    })
-    .await;
+    story::until_live(&browser, "the page is live again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
