@@ -146,6 +146,7 @@ pub struct Named {
 pub struct RedisConfig {
     pub url: RedisUrl,
     /// Multiplexed connections in the pool (each pipelines many requests).
+    #[serde(deserialize_with = "positive")]
     pub pool_size: NonZeroU32,
     /// A file holding the password, put into `url` when the configuration is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +157,7 @@ pub struct RedisConfig {
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     pub url: PostgresUrl,
+    #[serde(deserialize_with = "positive")]
     pub pool_size: NonZeroU32,
     /// A file holding the password, put into `url` when the configuration is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +180,7 @@ pub struct QueueConfig {
     /// The original app's list of JSON votes that the worker drains too; empty disables it.
     pub legacy_list: String,
     /// Refuse new votes (503) while the stream holds this many entries or more.
+    #[serde(deserialize_with = "positive")]
     pub max_backlog: NonZeroU64,
 }
 
@@ -185,6 +188,7 @@ pub struct QueueConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Connections served at once; more wait in the kernel's accept queue.
+    #[serde(deserialize_with = "positive")]
     pub max_connections: NonZeroUsize,
     /// A client must send its request headers within this time.
     pub header_timeout_ms: Millis<1>,
@@ -194,6 +198,7 @@ pub struct HttpConfig {
     /// long is closed.
     pub write_timeout_ms: Millis<1>,
     /// Largest request body accepted (413 above).
+    #[serde(deserialize_with = "positive")]
     pub max_body_bytes: NonZeroUsize,
     /// Grace period for open requests on shutdown.
     pub shutdown_grace_ms: Millis,
@@ -227,6 +232,7 @@ pub struct VoteConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Most stream entries taken (and applied in one transaction) at once.
+    #[serde(deserialize_with = "positive")]
     pub batch_size: NonZeroUsize,
     /// How long a read waits for new entries when the stream is empty (at most a minute).
     pub block_ms: Millis<1, 60_000>,
@@ -247,6 +253,7 @@ pub struct WorkerConfig {
 #[serde(deny_unknown_fields)]
 pub struct ResultConfig {
     /// WebSockets open at once; the next one is answered 503.
+    #[serde(deserialize_with = "positive")]
     pub max_sockets: NonZeroUsize,
     /// The safety poll: tallies are re-read this often even without a notification.
     pub poll_interval_ms: Millis<1>,
@@ -398,6 +405,17 @@ fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     let value = T::deserialize(d)?;
     check(&value).map_err(serde::de::Error::custom)?;
     Ok(value)
+}
+
+/// A count that cannot be zero, refused in words (serde's own message names Rust types).
+fn positive<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<NonZeroU64>,
+{
+    let n = NonZeroU64::new(u64::deserialize(d)?)
+        .ok_or_else(|| serde::de::Error::custom("must be greater than 0"))?;
+    T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is too large")))
 }
 
 fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -1286,6 +1304,11 @@ mod tests {
             let e = load(None).unwrap_err();
             assert_eq!(e.key, "worker.batch_size");
             assert!(e.origin.contains("VOTING_WORKER__BATCH_SIZE"), "{e}");
+            assert_eq!(e.message, "must be greater than 0");
+            jail.create_file("v.toml", "[redis]\npool_size = 4294967296\n")?;
+            let e = load(Some("v.toml")).unwrap_err();
+            assert_eq!(e.key, "redis.pool_size");
+            assert_eq!(e.message, "4294967296 is too large");
             Ok(())
         });
     }
