@@ -65,10 +65,8 @@ impl Embed for Loop {
         let worker = Worker::new(config)?;
         tracing::info!(consumer = worker.consumer(), "worker starting");
         let status = worker.status();
-        let (stop, mut stop_rx) = watch::channel(false);
-        tokio::spawn(run_loop(worker, async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }));
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(run_loop(worker, stop_rx));
         Ok(Loop { status, stop })
     }
 
@@ -92,9 +90,13 @@ impl Embed for Loop {
     }
 }
 
-/// Steps `worker` until `shutdown` completes. A failed step is retried with capped backoff;
-/// shutdown is observed between batches.
-async fn run_loop(mut worker: Worker, shutdown: impl Future<Output = ()>) {
+/// Steps `worker` until `stop` turns true. A failed step is retried with capped backoff; the
+/// stop is observed between batches. `stop` is held until the loop has ended, so its sender's
+/// `closed()` says the batch in flight is over (not merely that the stop was seen).
+async fn run_loop(mut worker: Worker, mut stop: watch::Receiver<bool>) {
+    let shutdown = async {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
     tokio::pin!(shutdown);
     let mut stopping = false;
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);

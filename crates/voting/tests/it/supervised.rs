@@ -140,6 +140,15 @@ async fn it_runs_its_own_servers_restarts_them_and_leaves_nothing_behind() {
         log.contains("exited unexpectedly"),
         "the crash is logged:\n{log}"
     );
+    // The worker's batch ends before the servers stop: nothing fails on the way out.
+    let stopping = log
+        .split("SIGTERM received")
+        .nth(1)
+        .expect("the stop is logged");
+    assert!(
+        !stopping.contains("batch failed"),
+        "a batch failed after SIGTERM:\n{log}"
+    );
     drop(binary);
 
     // Second run on the same data directory: the votes are still there.
