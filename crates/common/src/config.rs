@@ -917,6 +917,15 @@ mod tests {
         Config::from_figment(&Config::figment(Program::Vote, jail_file.map(Path::new))?)
     }
 
+    /// Loads (with `jail_file`, if any) expecting an error on `key` whose origin names
+    /// `origin` (a variable or the file).
+    fn refused(jail_file: Option<&str>, key: &str, origin: &str) -> ConfigError {
+        let e = load(jail_file).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.origin.contains(origin), "{e}");
+        e
+    }
+
     #[test]
     fn defaults_need_no_configuration() {
         Jail::expect_with(|jail| {
@@ -1029,9 +1038,7 @@ mod tests {
                 "VOTING_WORKER__CONSUMER",
                 "\"\u{1290}\u{fdf0}\u{a95f} \\a\"",
             );
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "worker.consumer", "{e}");
-            assert!(e.origin.contains("VOTING_WORKER__CONSUMER"), "{e}");
+            refused(None, "worker.consumer", "VOTING_WORKER__CONSUMER");
             Ok(())
         });
     }
@@ -1072,9 +1079,7 @@ mod tests {
                 "options = [{ key = \"x\", label = \"X\" }, { key = \"y\", label = \"Y\" }]",
             )?;
             jail.set_env("OPTION_A", "Tea");
-            let e = load(Some("v.toml")).unwrap_err();
-            assert_eq!(e.key, "option_a");
-            assert!(e.origin.contains("OPTION_A"), "{e}");
+            refused(Some("v.toml"), "option_a", "OPTION_A");
             Ok(())
         });
     }
@@ -1095,9 +1100,7 @@ mod tests {
     fn unknown_top_level_env_key_is_named() {
         Jail::expect_with(|jail| {
             jail.set_env("VOTING_LISTN", "127.0.0.1:1");
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "listn");
-            assert!(e.origin.contains("VOTING_LISTN"), "{e}");
+            refused(None, "listn", "VOTING_LISTN");
             Ok(())
         });
     }
@@ -1106,9 +1109,7 @@ mod tests {
     fn bad_value_names_key_and_env_var() {
         Jail::expect_with(|jail| {
             jail.set_env("VOTING_LISTEN", "not-an-address");
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "listen");
-            assert!(e.origin.contains("VOTING_LISTEN"), "{e}");
+            refused(None, "listen", "VOTING_LISTEN");
             Ok(())
         });
     }
@@ -1117,9 +1118,7 @@ mod tests {
     fn wrong_type_in_file() {
         Jail::expect_with(|jail| {
             jail.create_file("v.toml", "[worker]\nbatch_size = \"many\"\n")?;
-            let e = load(Some("v.toml")).unwrap_err();
-            assert_eq!(e.key, "worker.batch_size");
-            assert!(e.origin.contains("v.toml"), "{e}");
+            refused(Some("v.toml"), "worker.batch_size", "v.toml");
             Ok(())
         });
     }
@@ -1171,9 +1170,7 @@ mod tests {
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(variable, url);
-                let e = load(None).unwrap_err();
-                assert_eq!(e.key, key, "{e}");
-                assert!(e.origin.contains(variable), "{e}");
+                let e = refused(None, key, variable);
                 assert!(!e.to_string().contains("hunter2"), "{e}");
                 Ok(())
             });
@@ -1254,18 +1251,18 @@ mod tests {
     fn missing_or_empty_password_file_is_named() {
         Jail::expect_with(|jail| {
             jail.set_env("VOTING_POSTGRES__PASSWORD_FILE", "/nonexistent/pg-password");
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "postgres.password_file");
-            assert!(e.origin.contains("VOTING_POSTGRES__PASSWORD_FILE"), "{e}");
+            let e = refused(
+                None,
+                "postgres.password_file",
+                "VOTING_POSTGRES__PASSWORD_FILE",
+            );
             assert!(e.message.contains("/nonexistent/pg-password"), "{e}");
             Ok(())
         });
         Jail::expect_with(|jail| {
             jail.create_file("empty", " \n")?;
             jail.create_file("v.toml", "[redis]\npassword_file = \"empty\"\n")?;
-            let e = load(Some("v.toml")).unwrap_err();
-            assert_eq!(e.key, "redis.password_file");
-            assert!(e.origin.contains("v.toml"), "{e}");
+            let e = refused(Some("v.toml"), "redis.password_file", "v.toml");
             assert!(e.message.contains("is empty"), "{e}");
             Ok(())
         });
@@ -1301,9 +1298,7 @@ mod tests {
     fn zero_batch_size_is_refused() {
         Jail::expect_with(|jail| {
             jail.set_env("VOTING_WORKER__BATCH_SIZE", "0");
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "worker.batch_size");
-            assert!(e.origin.contains("VOTING_WORKER__BATCH_SIZE"), "{e}");
+            let e = refused(None, "worker.batch_size", "VOTING_WORKER__BATCH_SIZE");
             assert_eq!(e.message, "must be greater than 0");
             jail.create_file("v.toml", "[redis]\npool_size = 4294967296\n")?;
             let e = load(Some("v.toml")).unwrap_err();
@@ -1322,9 +1317,7 @@ mod tests {
             jail.set_env("VOTING_HTTP__TRUST_PROXY", "false");
             assert!(!load(Some("v.toml")).unwrap().http.trust_proxy);
             jail.set_env("VOTING_HTTP__TRUST_PROXY", "maybe");
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "http.trust_proxy");
-            assert!(e.origin.contains("VOTING_HTTP__TRUST_PROXY"), "{e}");
+            refused(None, "http.trust_proxy", "VOTING_HTTP__TRUST_PROXY");
             Ok(())
         });
     }
@@ -1368,14 +1361,10 @@ mod tests {
             assert_eq!(c.http.header_timeout_ms.get(), Duration::from_millis(500));
             assert_eq!(c.worker.block_ms.get(), Duration::from_secs(60));
             jail.set_env("VOTING_WORKER__BLOCK_MS", "60001");
-            let e = load(None).unwrap_err();
-            assert_eq!(e.key, "worker.block_ms", "{e}");
-            assert!(e.origin.contains("VOTING_WORKER__BLOCK_MS"), "{e}");
+            let e = refused(None, "worker.block_ms", "VOTING_WORKER__BLOCK_MS");
             assert!(e.message.contains("1 to 60000"), "{e}");
             jail.create_file("v.toml", "[http]\nbody_timeout_ms = 0\n")?;
-            let e = load(Some("v.toml")).unwrap_err();
-            assert_eq!(e.key, "http.body_timeout_ms", "{e}");
-            assert!(e.origin.contains("v.toml"), "{e}");
+            let e = refused(Some("v.toml"), "http.body_timeout_ms", "v.toml");
             assert!(e.message.contains("greater than 0"), "{e}");
             Ok(())
         });
