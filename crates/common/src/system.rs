@@ -115,7 +115,9 @@ pub fn log_tail(path: &Path, max_bytes: u64) -> String {
 }
 
 /// Whether process `pid` runs: it exists and is not a zombie (a process that exited and that
-/// its parent, perhaps an init that never reaps, has not waited for).
+/// its parent, perhaps an init that never reaps, has not waited for). It reads the state
+/// letter in `/proc/<pid>/stat`, since a zombie still answers `kill(pid, 0)` and only its
+/// parent can wait for it.
 pub fn is_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
