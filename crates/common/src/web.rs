@@ -127,7 +127,8 @@ impl AsyncWrite for WriteDeadline {
     }
 }
 
-/// Serves `handler` on `listener` until `shutdown` completes, then drains.
+/// Serves `handler` on `listener` until `shutdown` completes, then drains. Every answer
+/// leaves with [`harden`]'s headers, whichever handler or refusal made it.
 ///
 /// Connections past `http.max_connections` wait in the listen backlog. Connections are served with
 /// upgrades enabled (the result service's WebSocket). A header read timeout cuts off clients
@@ -199,10 +200,12 @@ where
                     let refused = refuse_what_nginx_refuses(&req);
                     let handler = handler.clone();
                     async move {
-                        Ok::<_, Infallible>(match refused {
+                        let mut resp = match refused {
                             Some(resp) => resp,
                             None => handler(req).await,
-                        })
+                        };
+                        harden(&mut resp);
+                        Ok::<_, Infallible>(resp)
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -270,7 +273,6 @@ fn refuse_what_nginx_refuses<B>(req: &Request<B>) -> Option<Resp> {
     let mut resp = text(status, reason);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    harden(&mut resp);
     Some(resp)
 }
 
@@ -416,7 +418,7 @@ pub fn readiness(problems: &[String]) -> Resp {
     }
 }
 
-/// Headers every page and answer carries.
+/// Headers every page and answer carries; [`serve`] adds them to each answer.
 pub fn harden(resp: &mut Resp) {
     let h = resp.headers_mut();
     h.insert(

@@ -97,9 +97,7 @@ impl Embed for State {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
-        let mut resp = route(&self, req).await;
-        web::harden(&mut resp);
-        resp
+        route(&self, req).await
     }
 
     /// Not ready without a fresh tally from PostgreSQL.

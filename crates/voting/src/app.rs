@@ -104,7 +104,7 @@ async fn handle(services: Arc<Services>, req: Request<Incoming>) -> Resp {
             Err(req) => redirect(&req, "/result/"),
         };
     }
-    let mut resp = match (path.as_str(), req.method()) {
+    match (path.as_str(), req.method()) {
         ("/", &Method::GET | &Method::HEAD) => redirect(&req, "/vote/"),
         ("/healthz", &Method::GET | &Method::HEAD) => web::text(StatusCode::OK, "ok"),
         ("/readyz", &Method::GET | &Method::HEAD) => readyz(&services).await,
@@ -117,9 +117,7 @@ async fn handle(services: Arc<Services>, req: Request<Incoming>) -> Resp {
         ("/" | "/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
-    };
-    web::harden(&mut resp);
-    resp
+    }
 }
 
 /// The rest of `path` below `prefix` (`""` for the prefix itself, `"/…"` below it).
@@ -151,7 +149,7 @@ fn rewrite(req: Request<Incoming>, rest: String) -> Result<Request<Incoming>, Re
 
 /// `302 Found` to `to` (with the request's query) for GET and HEAD; `405` for anything else.
 fn redirect(req: &Request<Incoming>, to: &'static str) -> Resp {
-    let mut resp = if matches!(*req.method(), Method::GET | Method::HEAD) {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
         let location = match req.uri().query() {
             Some(query) => format!("{to}?{query}"),
             None => to.to_string(),
@@ -164,9 +162,7 @@ fn redirect(req: &Request<Incoming>, to: &'static str) -> Resp {
         resp
     } else {
         web::method_not_allowed("GET, HEAD")
-    };
-    web::harden(&mut resp);
-    resp
+    }
 }
 
 async fn readyz(services: &Services) -> Resp {

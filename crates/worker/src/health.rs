@@ -17,16 +17,14 @@ use hyper::body::Incoming;
 use crate::step::Status;
 
 pub async fn handle(status: Arc<Status>, req: Request<Incoming>) -> Resp {
-    let mut resp = match (req.uri().path(), req.method()) {
+    match (req.uri().path(), req.method()) {
         ("/healthz", &Method::GET | &Method::HEAD) => web::text(StatusCode::OK, "ok"),
         ("/readyz", &Method::GET | &Method::HEAD) => web::readiness(&problems(&status).await),
         ("/metrics", &Method::GET) => web::metrics(|registry| register_metrics(&status, registry)),
         ("/healthz" | "/readyz", _) => web::method_not_allowed("GET, HEAD"),
         ("/metrics", _) => web::method_not_allowed("GET"),
         _ => web::not_found(),
-    };
-    web::harden(&mut resp);
-    resp
+    }
 }
 
 /// What keeps the worker from being ready (Redis or PostgreSQL not answering, the schema not

@@ -23,10 +23,12 @@ async fn the_routes_of_nginx() {
             answer.status
         );
         assert_eq!(answer.header("location"), to, "GET {path}");
+        testkit::http::assert_hardened(path, &answer.headers);
     }
 
     let page = app.get("/vote/").await;
     assert_eq!(page.status, StatusCode::OK);
+    testkit::http::assert_hardened("/vote/", &page.headers);
     assert!(page.header("content-type").starts_with("text/html"));
     assert!(
         page.body.contains("Cats") && page.body.contains("Dogs"),
@@ -68,17 +70,16 @@ async fn the_routes_of_nginx() {
         "/api/tally",
         "/static/style.css",
     ] {
-        assert_eq!(
-            app.get(path).await.status,
-            StatusCode::NOT_FOUND,
-            "GET {path}"
-        );
+        let answer = app.get(path).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "GET {path}");
+        testkit::http::assert_hardened(path, &answer.headers);
     }
     assert_eq!(app.get("/vote/nope").await.status, StatusCode::NOT_FOUND);
 
     let post_root = testkit::http::request(app.addr, Method::POST, "/", &[], "").await;
     assert_eq!(post_root.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(post_root.header("allow"), "GET, HEAD");
+    testkit::http::assert_hardened("POST /", &post_root.headers);
     let delete_vote = testkit::http::request(app.addr, Method::DELETE, "/vote/", &[], "").await;
     assert_eq!(
         delete_vote.status,
@@ -86,7 +87,9 @@ async fn the_routes_of_nginx() {
         "vote's own 405"
     );
 
-    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    testkit::http::assert_hardened("/healthz", &health.headers);
     eventually(DEADLINE, "/readyz answers 200", || async {
         (app.get("/readyz").await.status == StatusCode::OK).then_some(())
     })
