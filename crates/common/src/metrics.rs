@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -91,15 +91,8 @@ impl Families<'_> {
         ConstCounter::new(value).encode(family)
     }
 
-    pub fn gauge(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
-        let family = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        ConstGauge::new(value).encode(family)
-    }
-
-    /// A gauge in a base unit that needs a fraction (seconds).
-    pub fn gauge_f64(&mut self, name: &str, help: &str, value: f64) -> fmt::Result {
+    /// A gauge: a count (`u64`) or, in a base unit that needs a fraction, an `f64` (seconds).
+    pub fn gauge(&mut self, name: &str, help: &str, value: impl EncodeGaugeValue) -> fmt::Result {
         let family = self
             .0
             .encode_descriptor(name, help, None, MetricType::Gauge)?;

@@ -306,12 +306,12 @@ fn write_metrics(state: &Arc<State>, f: &mut Families<'_>) -> fmt::Result {
         seconds(feed.lag_sum_us.get()),
         feed.lag_count.get(),
     )?;
-    f.gauge_f64(
+    f.gauge(
         "result_notify_lag_last_seconds",
         "The last notification-to-publication delay.",
         seconds(feed.lag_last_us.get()),
     )?;
-    f.gauge_f64(
+    f.gauge(
         "result_notify_lag_max_seconds",
         "The largest notification-to-publication delay.",
         seconds(feed.lag_max_us.get()),
